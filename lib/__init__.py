@@ -1,0 +1,36 @@
+"""Replica: did this generated image copy a training image, and which one?
+
+The public facade. Each capability has one entry point; everything else is private
+to its module. Nothing heavy is imported until a function is called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "create_embedder": "lib.embedders",
+    "available_embedders": "lib.embedders",
+    "load_image": "lib.images",
+    "build_index": "lib.index",
+    "add_to_index": "lib.index",
+    "open_index": "lib.index",
+    "delete_index": "lib.index",
+    "list_indexes": "lib.index",
+    "search_files": "lib.search",
+    "search_images": "lib.search",
+    "scan": "lib.replication",
+    "find_duplicates": "lib.duplicates",
+    "prepare_openmoji": "lib.datasets",
+    "prepare_default_data": "lib.defaults",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lib' has no attribute {name!r}")

