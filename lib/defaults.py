@@ -26,7 +26,7 @@ def prepare_default_data(progress: ProgressCallback | None = None, rebuild: bool
     split = prepare_openmoji(OPENMOJI_DIR, progress=progress)
     if is_index(DEFAULT_INDEX) and not rebuild:
         index = open_index(DEFAULT_INDEX)
-        if index.count == split.n_train:
+        if index.count + len(index.manifest.skipped) == split.n_train:
             return (
                 f"default data ready: {index.count} training emoji indexed in "
                 f"{DEFAULT_INDEX}, {split.n_heldout} held out in {split.heldout_dir}"
