@@ -31,8 +31,8 @@ run: setup
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lib tests benchmarks app.py pages
-	$(BIN)/ruff format --check lib tests benchmarks app.py pages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy lib
 
 test: setup lint

@@ -184,7 +184,7 @@ class ReplicaIndex:
 
     def row(self, i: int) -> dict[str, Any]:
         """Metadata of vector i as a plain dict."""
-        return {k: _plain(v) for k, v in self.metadata.iloc[int(i)].to_dict().items()}
+        return {str(k): _plain(v) for k, v in self.metadata.iloc[int(i)].to_dict().items()}
 
     def __repr__(self) -> str:
         return (

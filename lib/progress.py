@@ -8,7 +8,7 @@ tqdm (:func:`tqdm_progress`), the app with ``st.progress``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -34,7 +34,7 @@ class Cancelled(Exception):
 
 
 @contextmanager
-def tqdm_progress(desc: str, unit: str = "img") -> Iterator[Callable[[int, int, str], None]]:
+def tqdm_progress(desc: str, unit: str = "img") -> Iterator[ProgressCallback]:
     """A progress callback drawing a tqdm bar on stderr; closes the bar on exit."""
     from tqdm import tqdm
 

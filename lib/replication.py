@@ -266,7 +266,7 @@ def save_histogram(stats: list[ReplicationStats], path: Path, title: str = "") -
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
-    bins = np.linspace(-0.1, 1.0, 45)
+    bins = np.linspace(-0.1, 1.0, 45).tolist()
     for s in stats:
         if s.n:
             ax.hist(

@@ -77,7 +77,7 @@ class TimmEmbedder(Embedder):
         self._std = np.asarray(data_cfg["std"], dtype=np.float32).reshape(3, 1, 1)
         self.config = EmbedderConfig(
             name=f"timm:{model_name}",
-            dim=int(model.num_features),
+            dim=int(model.num_features),  # type: ignore[arg-type]
             preprocessing=Preprocessing(
                 size=size,
                 mode="square",
