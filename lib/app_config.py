@@ -1,0 +1,71 @@
+"""App settings: where indexes live and which server folders may be indexed.
+
+Read from ``replica.toml`` at the repository root when present:
+
+    index_dirs = ["/srv/more-indexes/photos"]   # extra index folders to list
+    image_roots = ["/srv/datasets"]             # folders the Indexes page may build from
+
+Defaults: indexes under ``data/indexes/``; image roots ``data/`` and the Debian datasets.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lib.defaults import DATA_DIR, INDEX_ROOT
+
+CONFIG_FILE = DATA_DIR.parent / "replica.toml"
+UPLOAD_ROOT = DATA_DIR / "uploads"
+"""Uploaded zips are extracted under here (one folder per upload)."""
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Index locations and the folders users may build indexes from."""
+
+    index_root: Path = INDEX_ROOT
+    index_dirs: tuple[Path, ...] = ()
+    image_roots: tuple[Path, ...] = field(
+        default_factory=lambda: (DATA_DIR, Path("/usr/share/tuxpaint/stamps"))
+    )
+
+    def allowed_image_dir(self, folder: str | os.PathLike[str]) -> Path:
+        """``folder`` resolved, if it lies inside a configured image root (or uploads).
+
+        Raises:
+            PermissionError: outside every root (no arbitrary server paths).
+            FileNotFoundError: not an existing folder.
+        """
+        path = Path(folder).expanduser().resolve()
+        roots = [r.resolve() for r in (*self.image_roots, UPLOAD_ROOT)]
+        if not any(path == r or r in path.parents for r in roots):
+            allowed = ", ".join(str(r) for r in roots)
+            raise PermissionError(f"{path} is outside the allowed folders ({allowed})")
+        if not path.is_dir():
+            raise FileNotFoundError(f"folder not found: {path}")
+        return path
+
+
+def load_config(path: Path = CONFIG_FILE) -> AppConfig:
+    """The app config from ``path``, or the defaults when it does not exist."""
+    if not path.is_file():
+        return AppConfig()
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    defaults = AppConfig()
+    return AppConfig(
+        index_root=Path(data.get("index_root", defaults.index_root)),
+        index_dirs=tuple(Path(p) for p in data.get("index_dirs", [])),
+        image_roots=tuple(Path(p) for p in data.get("image_roots", defaults.image_roots)),
+    )
+
+
+def available_indexes(config: AppConfig) -> list[Path]:
+    """Every index under the index root plus the configured extra index folders."""
+    from lib.index import is_index, list_indexes
+
+    found = list_indexes(config.index_root)
+    found += [p.resolve() for p in config.index_dirs if is_index(p)]
+    return list(dict.fromkeys(found))

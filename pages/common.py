@@ -1,0 +1,68 @@
+"""Shared UI pieces for the pages (not a page itself): the current index, its embedder,
+friendly error display and small image helpers. Pages hold UI only; computing is in lib/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from lib.embedders import Embedder
+from lib.index import ReplicaIndex
+from lib.st_cache import cached_embedder, cached_index, manifest_mtime
+
+INDEX_KEY = "index_path"
+"""st.session_state key holding the path (str) of the index picked in the sidebar."""
+LAST_BATCH_KEY = "last_generated_batch"
+"""st.session_state key: a folder (str) of the last batch generated in the app."""
+
+
+def current_index() -> ReplicaIndex | None:
+    """The index picked in the sidebar (cached, shared read-only), or None with a message."""
+    path = st.session_state.get(INDEX_KEY)
+    if not path:
+        st.info("No index yet: build one on the **Indexes** page, or run `make setup`.")
+        return None
+    try:
+        return cached_index(str(path), manifest_mtime(path))
+    except Exception as exc:
+        show_error("This index could not be opened", exc)
+        return None
+
+
+def current_embedder() -> Embedder | None:
+    """The embedder of the current index, loaded once per process."""
+    path = st.session_state.get(INDEX_KEY)
+    if not path:
+        return None
+    try:
+        return cached_embedder(str(path), manifest_mtime(path))
+    except Exception as exc:
+        show_error("The embedding model could not be loaded", exc)
+        return None
+
+
+def show_error(what: str, exc: BaseException, hint: str = "") -> None:
+    """A readable error: what failed, why, and what to do next; never a traceback."""
+    message = f"**{what}.** {exc}"
+    if hint:
+        message += f"\n\n{hint}"
+    st.error(message, icon="⚠️")
+
+
+def streamlit_progress(label: str) -> Any:
+    """A lib.progress callback drawing an ``st.progress`` bar; returns (callback, bar)."""
+    bar = st.progress(0.0, text=label)
+
+    def callback(done: int, total: int, message: str = "") -> None:
+        fraction = min(1.0, done / total) if total else 0.0
+        suffix = f" · {message}" if message else ""
+        bar.progress(fraction, text=f"{label}: {done}/{total}{suffix}")
+
+    return callback, bar
+
+
+def file_label(path: str) -> str:
+    """A short name for a file path."""
+    return Path(path).name

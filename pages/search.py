@@ -1,0 +1,252 @@
+"""Search page: drop images (or pick samples) and see each beside its top-k training
+matches, with raw and calibrated scores, a verdict that explains itself, a detail view
+for one pair, and CSV/JSON downloads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from lib.bench.edits import EDITS
+from lib.compare import blend, blink_gif, difference, fit_height
+from lib.defaults import OPENMOJI_DIR
+from lib.images import (
+    IMAGE_SUFFIXES,
+    ImageLoadError,
+    list_image_files,
+    load_image,
+    read_caption,
+)
+from lib.search import QueryResult, search_images
+from lib.st_cache import cached_thumbnail
+from pages.common import current_embedder, current_index, file_label, show_error
+
+ROW_HEIGHT = 170
+VERDICT_BADGES = {
+    "copy": ("COPY", "red", "🚨"),
+    "similar": ("SIMILAR", "orange", "🔶"),
+    "none": ("NO CLEAR MATCH", "green", "✅"),
+}
+OPERATING_POINTS = {
+    "strict (0.5% false alarms)": 0.005,
+    "balanced (2%)": 0.02,
+    "sensitive (5%)": 0.05,
+    "very sensitive (10%)": 0.10,
+}
+DEMO_KEY = "search_demo_copies"
+
+
+@st.cache_data(show_spinner=False)
+def sample_captions(folder: str) -> dict[str, str]:
+    """Held-out sample paths with their captions (file name when there is none)."""
+    return {str(p): read_caption(p) or p.name for p in list_image_files(folder)}
+
+
+st.header("🔎 Search: did this image copy a training image?")
+index = current_index()
+if index is None:
+    st.stop()
+
+controls = st.columns([1, 1, 2])
+top_k = controls[0].slider("Matches per query (k)", 1, 10, 5, key="search_k")
+operating_point = controls[1].selectbox(
+    "Operating point",
+    list(OPERATING_POINTS),
+    index=1,
+    key="search_operating_point",
+    help="How many unrelated images of the same kind may be flagged as copies. "
+    "Measured on this index's own images when it was built.",
+)
+calibration = index.calibration.with_false_alarm_rate(OPERATING_POINTS[operating_point])
+
+uploads = st.file_uploader(
+    "Drop one or many images",
+    type=sorted(s.lstrip(".") for s in IMAGE_SUFFIXES),
+    accept_multiple_files=True,
+    key="search_uploads",
+)
+
+heldout_dir = OPENMOJI_DIR / "heldout"
+samples: list[str] = []
+with controls[2]:
+    if heldout_dir.is_dir() and "openmoji" in " ".join(index.manifest.sources).lower():
+        captions = sample_captions(str(heldout_dir))
+        samples = st.multiselect(
+            "…or pick held-out samples (never in training)",
+            list(captions),
+            key="search_samples",
+            format_func=lambda p: captions[p],
+        )
+    if st.button("Try an edited copy of a training image", key="search_demo"):
+        demo_count = st.session_state.get("search_demo_count", 0)
+        st.session_state["search_demo_count"] = demo_count + 1
+        rng = np.random.default_rng(demo_count)  # reproducible sequence of demos
+        row = int(rng.integers(index.count))
+        edit = str(rng.choice(["crop", "jpeg", "colour", "text", "flip"]))
+        try:
+            source = load_image(str(index.metadata["path"].iloc[row])).image
+            buf = io.BytesIO()
+            EDITS[edit](source, rng).save(buf, format="PNG")
+            st.session_state[DEMO_KEY] = [(f"{edit} of training #{row}.png", buf.getvalue())]
+        except ImageLoadError as exc:
+            show_error("Could not make a demo copy", exc)
+
+queries: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
+queries += [(Path(p).name, Path(p).read_bytes()) for p in samples]
+queries += st.session_state.get(DEMO_KEY, [])
+if not queries:
+    st.info("Upload images or pick a sample to see their closest training images.")
+    st.stop()
+
+embedder = current_embedder()
+if embedder is None:
+    st.stop()
+with st.spinner(f"Searching {len(queries)} image(s)…"):
+    results = search_images(index, queries, embedder=embedder, top_k=top_k, calibration=calibration)
+
+
+def query_image(data: bytes) -> Image.Image | None:
+    try:
+        return load_image(data).image
+    except ImageLoadError:
+        return None
+
+
+def render_result(label: str, data: bytes, result: QueryResult) -> None:
+    if result.error:
+        st.warning(f"**{label}** was skipped: {result.error}. The other images are shown.")
+        return
+    text, colour, icon = VERDICT_BADGES[result.verdict]
+    st.markdown(
+        f"#### {label} &nbsp; :{colour}-badge[{icon} {text}]",
+    )
+    st.caption(
+        f"{result.explanation()} Calibrated score {result.score:+.3f} "
+        f"(copy at ≥ {calibration.copy_threshold:.3f}); raw cosine {result.raw_score:.3f}."
+    )
+    cols = st.columns(len(result.matches) + 1)
+    image = query_image(data)
+    if image is not None:
+        cols[0].image(fit_height(image, ROW_HEIGHT), caption="query")
+    for col, match in zip(cols[1:], result.matches, strict=True):
+        thumb = cached_thumbnail(match.path, ROW_HEIGHT)
+        if thumb is not None:
+            col.image(thumb)
+        col.markdown(
+            f"**#{match.rank}** raw **{match.score:.3f}** · cal {match.calibrated:+.3f}  \n"
+            f"{match.caption or ''}  \n`{file_label(match.path)}`"
+        )
+
+
+for (label, data), result in zip(queries, results, strict=True):
+    with st.container(border=True):
+        render_result(label, data, result)
+
+good = [(q, r) for q, r in zip(queries, results, strict=True) if r.error is None]
+if good:
+    st.subheader("Compare one pair")
+    names = [f"{q[0]} → #{m.rank} {file_label(m.path)}" for q, r in good for m in r.matches]
+    pairs = [(q, m) for q, r in good for m in r.matches]
+    choice = st.selectbox(
+        "Pair", range(len(pairs)), format_func=lambda i: names[i], key="search_pair"
+    )
+    (label, data), match = pairs[choice]
+    query_img = query_image(data)
+    try:
+        match_img = load_image(match.path).image
+    except ImageLoadError as exc:
+        show_error("The training image could not be read", exc)
+        match_img = None
+    if query_img is not None and match_img is not None:
+        mode = st.radio(
+            "View",
+            ["side by side", "slider", "blink", "difference"],
+            horizontal=True,
+            key="search_view",
+        )
+        if mode == "side by side":
+            left, right = st.columns(2)
+            left.image(fit_height(query_img, 384), caption=f"query: {label}")
+            right.image(
+                fit_height(match_img, 384),
+                caption=f"training #{match.id}: {match.caption or file_label(match.path)}",
+            )
+        elif mode == "slider":
+            mix = st.slider("Query ← → training image", 0.0, 1.0, 0.5, key="search_mix")
+            st.image(blend(query_img, match_img, mix), width=384)
+        elif mode == "blink":
+            st.image(
+                blink_gif(query_img, match_img),
+                width=384,
+                caption="alternates query and training image",
+            )
+        else:
+            st.image(
+                difference(query_img, match_img),
+                width=384,
+                caption="absolute difference, contrast-stretched: black = identical",
+            )
+        st.caption(f"raw cosine {match.score:.3f}, calibrated {match.calibrated:+.3f}")
+
+
+def results_csv(results: list[QueryResult]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(
+        [
+            "query",
+            "verdict",
+            "calibrated_top1",
+            "raw_top1",
+            "rank",
+            "match_id",
+            "match_path",
+            "raw",
+            "calibrated",
+            "caption",
+            "error",
+        ]
+    )
+    for r in results:
+        if r.error:
+            writer.writerow([r.query, "", "", "", "", "", "", "", "", "", r.error])
+        for m in r.matches:
+            writer.writerow(
+                [
+                    r.query,
+                    r.verdict,
+                    f"{r.score:.6f}",
+                    f"{r.raw_score:.6f}",
+                    m.rank,
+                    m.id,
+                    m.path,
+                    f"{m.score:.6f}",
+                    f"{m.calibrated:.6f}",
+                    m.caption,
+                    "",
+                ]
+            )
+    return buf.getvalue()
+
+
+left, right = st.columns(2)
+left.download_button(
+    "Download results (CSV)",
+    results_csv(results),
+    "replica-search.csv",
+    "text/csv",
+    key="search_csv",
+)
+right.download_button(
+    "Download results (JSON)",
+    json.dumps([r.to_dict() for r in results], indent=2),
+    "replica-search.json",
+    "application/json",
+    key="search_json",
+)
