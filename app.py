@@ -1,8 +1,5 @@
-"""Replica's Streamlit app: pick an index, upload images, see their training matches.
-
-The full multipage app (search, distributions, map, duplicates, indexes) is the next
-step; this page already works on every index under data/indexes/.
-"""
+"""Replica's Streamlit app: navigation, the sidebar index picker, the index card and the
+licence line. Every page is UI only over lib/."""
 
 from __future__ import annotations
 
@@ -10,61 +7,72 @@ from pathlib import Path
 
 import streamlit as st
 
-from lib.datasets import OPENMOJI_ATTRIBUTION
-from lib.defaults import INDEX_ROOT
-from lib.index import list_indexes
-from lib.search import search_images
-from lib.st_cache import cached_embedder, cached_index, manifest_mtime
-
-VERDICT_COLOURS = {"copy": "red", "similar": "orange", "none": "green"}
+from lib.app_config import available_indexes, load_config
+from lib.datasets import DATASETS
+from lib.st_cache import cached_index, manifest_mtime
+from pages.common import INDEX_KEY, apply_pending_index
 
 st.set_page_config(page_title="Replica", page_icon="🔎", layout="wide")
-st.title("Replica: did this image copy a training image?")
 
-indexes = list_indexes(INDEX_ROOT)
-if not indexes:
-    st.error(f"No index found under {INDEX_ROOT}. Run `make setup` to build the default one.")
-    st.stop()
-choice = st.sidebar.selectbox("Index", indexes, format_func=lambda p: Path(p).name, key="index")
-mtime = manifest_mtime(choice)
-index = cached_index(str(choice), mtime)
-m = index.manifest
-st.sidebar.markdown(
-    f"**{index.count}** images · embedder `{m.embedder_name}` · created {m.created[:10]} · "
-    f"{len(m.skipped)} skipped at build"
-)
-st.sidebar.caption(OPENMOJI_ATTRIBUTION)
-top_k = st.sidebar.slider("Matches per query", 1, 10, 5, key="top_k")
+PAGES = {
+    "Check images": [
+        st.Page("pages/search.py", title="Search", icon="🔎", default=True),
+        st.Page("pages/distributions.py", title="Distributions", icon="📊"),
+    ],
+    "Explore the training set": [
+        st.Page("pages/map.py", title="Map", icon="🗺️"),
+        st.Page("pages/duplicates.py", title="Duplicates", icon="👯"),
+    ],
+    "Manage": [
+        st.Page("pages/indexes.py", title="Indexes", icon="🗂️"),
+    ],
+}
 
-uploads = st.file_uploader(
-    "Drop images to check",
-    type=["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"],
-    accept_multiple_files=True,
-    key="uploads",
-)
-if uploads:
-    embedder = cached_embedder(str(choice), mtime)
-    with st.spinner("Searching…"):
-        results = search_images(
-            index, [(u.name, u.getvalue()) for u in uploads], embedder=embedder, top_k=top_k
-        )
-    for upload, result in zip(uploads, results, strict=True):
-        st.divider()
-        if result.error:
-            st.warning(f"**{result.query}**: {result.explanation()}")
-            continue
-        colour = VERDICT_COLOURS[result.verdict]
-        st.markdown(f"### {result.query} — :{colour}[{result.verdict.upper()}]")
-        st.caption(
-            f"{result.explanation()} Calibrated score {result.score:+.3f}, "
-            f"raw cosine {result.raw_score:.3f}."
-        )
-        cols = st.columns(len(result.matches) + 1)
-        cols[0].image(upload.getvalue(), caption="query", width=160)
-        for col, match in zip(cols[1:], result.matches, strict=True):
-            col.image(
-                match.path,
-                width=160,
-                caption=f"#{match.rank} raw {match.score:.3f} · cal {match.calibrated:+.3f}"
-                f"\n{match.caption or Path(match.path).name}",
-            )
+
+def _attribution(index_sources: list[str]) -> str:
+    """The licence line for the data behind the index."""
+    lines = []
+    text = " ".join(index_sources).lower()
+    for key, info in DATASETS.items():
+        if key.split("-")[0] in text:
+            lines.append(f"{info.title}: {info.attribution}")
+    return "  \n".join(lines) or "Data: your own images (their licences apply)."
+
+
+def sidebar() -> None:
+    """Index picker and index card."""
+    config = load_config()
+    apply_pending_index()
+    indexes = [str(p) for p in available_indexes(config)]
+    st.sidebar.markdown("### Index")
+    if not indexes:
+        st.sidebar.warning("No index found. Build one on the Indexes page or run `make setup`.")
+        st.session_state[INDEX_KEY] = None
+        return
+    current = st.session_state.get(INDEX_KEY)
+    if current not in indexes:
+        st.session_state[INDEX_KEY] = indexes[0]
+    st.sidebar.selectbox(
+        "Training-set index",
+        indexes,
+        key=INDEX_KEY,
+        format_func=lambda p: Path(p).name,
+        label_visibility="collapsed",
+    )
+    path = st.session_state[INDEX_KEY]
+    try:
+        index = cached_index(path, manifest_mtime(path))
+    except Exception as exc:
+        st.sidebar.error(f"Cannot open {Path(path).name}: {exc}")
+        return
+    m = index.manifest
+    st.sidebar.markdown(
+        f"**{index.count:,}** images · embedder `{m.embedder_name}`  \n"
+        f"created {m.created[:10]} · {len(m.skipped)} skipped at build"
+    )
+    st.sidebar.caption(_attribution(m.sources))
+
+
+st.session_state.setdefault(INDEX_KEY, None)
+sidebar()
+st.navigation(PAGES).run()

@@ -1,11 +1,16 @@
 """App settings: where indexes live and which server folders may be indexed.
 
-Read from ``replica.toml`` at the repository root when present:
+Read from ``replica.toml`` at the repository root when present, or from the file the
+``REPLICA_CONFIG`` environment variable names (then it must exist; tests use it to point
+the app at temporary folders):
 
+    index_root = "/srv/replica/indexes"         # where the Indexes page builds and lists
     index_dirs = ["/srv/more-indexes/photos"]   # extra index folders to list
     image_roots = ["/srv/datasets"]             # folders the Indexes page may build from
+    upload_root = "/srv/replica/uploads"        # where uploaded zips are extracted
 
-Defaults: indexes under ``data/indexes/``; image roots ``data/`` and the Debian datasets.
+Defaults: indexes under ``data/indexes/``; image roots ``data/`` and the Debian datasets;
+uploads under ``data/uploads/``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 from lib.defaults import DATA_DIR, INDEX_ROOT
 
 CONFIG_FILE = DATA_DIR.parent / "replica.toml"
+CONFIG_ENV = "REPLICA_CONFIG"
+"""Environment variable naming a config file to read instead of :data:`CONFIG_FILE`."""
 UPLOAD_ROOT = DATA_DIR / "uploads"
 """Uploaded zips are extracted under here (one folder per upload)."""
 
@@ -31,6 +38,7 @@ class AppConfig:
     image_roots: tuple[Path, ...] = field(
         default_factory=lambda: (DATA_DIR, Path("/usr/share/tuxpaint/stamps"))
     )
+    upload_root: Path = UPLOAD_ROOT
 
     def allowed_image_dir(self, folder: str | os.PathLike[str]) -> Path:
         """``folder`` resolved, if it lies inside a configured image root (or uploads).
@@ -40,7 +48,7 @@ class AppConfig:
             FileNotFoundError: not an existing folder.
         """
         path = Path(folder).expanduser().resolve()
-        roots = [r.resolve() for r in (*self.image_roots, UPLOAD_ROOT)]
+        roots = [r.resolve() for r in (*self.image_roots, self.upload_root)]
         if not any(path == r or r in path.parents for r in roots):
             allowed = ", ".join(str(r) for r in roots)
             raise PermissionError(f"{path} is outside the allowed folders ({allowed})")
@@ -49,8 +57,18 @@ class AppConfig:
         return path
 
 
-def load_config(path: Path = CONFIG_FILE) -> AppConfig:
-    """The app config from ``path``, or the defaults when it does not exist."""
+def load_config(path: Path | None = None) -> AppConfig:
+    """The app config from ``path``, else from ``$REPLICA_CONFIG``, else from
+    :data:`CONFIG_FILE`; the defaults when that file does not exist.
+
+    Raises:
+        FileNotFoundError: ``$REPLICA_CONFIG`` names a file that does not exist.
+    """
+    if path is None:
+        override = os.environ.get(CONFIG_ENV)
+        if override and not Path(override).is_file():
+            raise FileNotFoundError(f"{CONFIG_ENV}={override}: no such config file")
+        path = Path(override) if override else CONFIG_FILE
     if not path.is_file():
         return AppConfig()
     data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -59,6 +77,7 @@ def load_config(path: Path = CONFIG_FILE) -> AppConfig:
         index_root=Path(data.get("index_root", defaults.index_root)),
         index_dirs=tuple(Path(p) for p in data.get("index_dirs", [])),
         image_roots=tuple(Path(p) for p in data.get("image_roots", defaults.image_roots)),
+        upload_root=Path(data.get("upload_root", defaults.upload_root)),
     )
 
 

@@ -14,8 +14,26 @@ from lib.st_cache import cached_embedder, cached_index, manifest_mtime
 
 INDEX_KEY = "index_path"
 """st.session_state key holding the path (str) of the index picked in the sidebar."""
+PENDING_INDEX_KEY = "pending_index_path"
+"""A page asks the sidebar to switch index by setting this; app.py applies it next run."""
 LAST_BATCH_KEY = "last_generated_batch"
 """st.session_state key: a folder (str) of the last batch generated in the app."""
+
+
+def select_index(path: str) -> None:
+    """Make ``path`` the sidebar's index from the next run on (call ``st.rerun()`` after).
+
+    The sidebar picker is already drawn when a page runs and Streamlit refuses writes to a
+    drawn widget's key, so the choice is parked under :data:`PENDING_INDEX_KEY` and applied
+    by :func:`apply_pending_index` before the picker is drawn.
+    """
+    st.session_state[PENDING_INDEX_KEY] = str(path)
+
+
+def apply_pending_index() -> None:
+    """Move a parked index choice into the picker's key (call before drawing the picker)."""
+    if PENDING_INDEX_KEY in st.session_state:
+        st.session_state[INDEX_KEY] = st.session_state.pop(PENDING_INDEX_KEY) or None
 
 
 def current_index() -> ReplicaIndex | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from lib.app_config import UPLOAD_ROOT, load_config
+from lib.app_config import load_config
 from lib.defaults import OPENMOJI_DIR
 from lib.demo import make_demo_batch
 from lib.images import IMAGE_SUFFIXES
@@ -80,7 +80,7 @@ else:
         "what replication looks like."
     )
     if st.button("Make a demo batch", key="dist_demo"):
-        folder_out = UPLOAD_ROOT / f"demo-batch-{uuid.uuid4().hex[:6]}"
+        folder_out = config.upload_root / f"demo-batch-{uuid.uuid4().hex[:6]}"
         unseen = reference_text or None  # held-out images stand in for novel generations
         st.session_state["dist_demo_dir"] = str(make_demo_batch(index, folder_out, unseen))
     if st.session_state.get("dist_demo_dir"):

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import lib.app_config
 from lib.index import build_index
 from tests.synthetic import write_scenes
 
@@ -23,7 +22,9 @@ def small_index(tmp_path: Path) -> Path:
 def test_demo_batch_shows_rates_histogram_and_gallery(
     small_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lib.app_config, "UPLOAD_ROOT", tmp_path / "uploads")
+    config = tmp_path / "replica.toml"
+    config.write_text(f'upload_root = "{tmp_path / "uploads"}"\n')
+    monkeypatch.setenv("REPLICA_CONFIG", str(config))
     at = AppTest.from_file(PAGE, default_timeout=180)
     at.session_state["index_path"] = str(small_index)
     at.run()

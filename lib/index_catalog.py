@@ -1,0 +1,84 @@
+"""The catalogue of indexes the app manages: one card per index read from its manifest only
+(no FAISS load), and the rule for naming a new index."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.index import MANIFEST_FILE, IndexManifest
+
+INDEX_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A new index's folder name: letters, digits, ``-`` and ``_``; 1 to 64 characters."""
+
+
+@dataclass(frozen=True)
+class IndexCard:
+    """What the Indexes page shows about one index. ``error`` is set when the manifest
+    cannot be read (the other fields are then empty)."""
+
+    name: str
+    path: str
+    embedder: str = ""
+    count: int = 0
+    created: str = ""
+    updated: str = ""
+    skipped: int = 0
+    sources: tuple[str, ...] = ()
+    error: str = ""
+
+    def row(self) -> dict[str, object]:
+        """A table row: dates to the minute, sources joined."""
+        return {
+            "name": self.name,
+            "embedder": self.embedder,
+            "images": self.count,
+            "skipped": self.skipped,
+            "created": self.created[:16].replace("T", " "),
+            "updated": self.updated[:16].replace("T", " "),
+            "sources": ", ".join(self.sources),
+            "path": self.path,
+            "problem": self.error,
+        }
+
+
+def read_card(path: str | os.PathLike[str]) -> IndexCard:
+    """The card of the index at ``path``, from ``manifest.json`` alone."""
+    root = Path(path)
+    try:
+        manifest = IndexManifest.from_json((root / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return IndexCard(
+            name=root.name,
+            path=str(root),
+            embedder=manifest.embedder_name,
+            count=int(manifest.count),
+            created=manifest.created,
+            updated=manifest.updated,
+            skipped=len(manifest.skipped),
+            sources=tuple(manifest.sources),
+        )
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        return IndexCard(name=root.name, path=str(root), error=f"unreadable manifest: {exc}")
+
+
+def new_index_path(name: str, index_root: str | os.PathLike[str]) -> Path:
+    """Where a new index called ``name`` goes under ``index_root``.
+
+    Raises:
+        ValueError: the name has other characters than letters, digits, ``-`` and ``_``.
+        FileExistsError: something of that name is already there.
+    """
+    name = name.strip()
+    if not INDEX_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid index name: use 1 to 64 letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    dest = Path(index_root) / name
+    if dest.exists():
+        raise FileExistsError(
+            f"an index or folder called {name!r} already exists; pick another name"
+        )
+    return dest
