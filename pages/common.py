@@ -8,6 +8,8 @@ from typing import Any
 
 import streamlit as st
 
+from lib.app_config import available_indexes, load_config
+from lib.datasets import DATASETS
 from lib.embedders import Embedder
 from lib.index import ReplicaIndex
 from lib.st_cache import cached_embedder, cached_index, manifest_mtime
@@ -38,6 +40,9 @@ def apply_pending_index() -> None:
 
 def current_index() -> ReplicaIndex | None:
     """The index picked in the sidebar (cached, shared read-only), or None with a message."""
+    if INDEX_KEY not in st.session_state:
+        # opened directly (Streamlit's folder mode on a fresh server): draw the sidebar here
+        render_sidebar()
     path = st.session_state.get(INDEX_KEY)
     if not path:
         st.info("No index yet: build one on the **Indexes** page, or run `make setup`.")
@@ -84,3 +89,48 @@ def streamlit_progress(label: str) -> Any:
 def file_label(path: str) -> str:
     """A short name for a file path."""
     return Path(path).name
+
+
+def _attribution(index_sources: list[str]) -> str:
+    """The licence line for the data behind the index."""
+    lines = []
+    text = " ".join(index_sources).lower()
+    for key, info in DATASETS.items():
+        if key.split("-")[0] in text:
+            lines.append(f"{info.title}: {info.attribution}")
+    return "  \n".join(lines) or "Data: your own images (their licences apply)."
+
+
+def render_sidebar() -> None:
+    """Index picker and index card; app.py draws it before every page."""
+    st.session_state.setdefault(INDEX_KEY, None)
+    config = load_config()
+    apply_pending_index()
+    indexes = [str(p) for p in available_indexes(config)]
+    st.sidebar.markdown("### Index")
+    if not indexes:
+        st.sidebar.warning("No index found. Build one on the Indexes page or run `make setup`.")
+        st.session_state[INDEX_KEY] = None
+        return
+    current = st.session_state.get(INDEX_KEY)
+    if current not in indexes:
+        st.session_state[INDEX_KEY] = indexes[0]
+    st.sidebar.selectbox(
+        "Training-set index",
+        indexes,
+        key=INDEX_KEY,
+        format_func=lambda p: Path(p).name,
+        label_visibility="collapsed",
+    )
+    path = st.session_state[INDEX_KEY]
+    try:
+        index = cached_index(path, manifest_mtime(path))
+    except Exception as exc:
+        st.sidebar.error(f"Cannot open {Path(path).name}: {exc}")
+        return
+    m = index.manifest
+    st.sidebar.markdown(
+        f"**{index.count:,}** images · embedder `{m.embedder_name}`  \n"
+        f"created {m.created[:10]} · {len(m.skipped)} skipped at build"
+    )
+    st.sidebar.caption(_attribution(m.sources))

@@ -52,6 +52,7 @@ def test_demo_copy_is_found_with_scores_and_a_verdict(small_index: Path) -> None
         at.radio(key="search_view").set_value(mode).run()
         assert not at.exception
     assert at.get("download_button")
+    assert at.get("image"), "the pair is shown as a picture"
 
 
 def test_operating_point_changes_the_copy_threshold(small_index: Path) -> None:
