@@ -1,0 +1,107 @@
+"""Training data for the small diffusion models: nested OpenMoji subsets, images as arrays,
+and a data order that is a pure function of (seed, step), so that a resumed run sees
+exactly the batches an uninterrupted run would have seen."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lib.images import ImageLoadError, SkippedFile, list_image_files, load_image
+
+RESAMPLE = Image.Resampling.BOX
+"""Downscaling filter from the source images to the training size (area averaging)."""
+
+
+def prepare_image(image: Image.Image, size: int) -> Image.Image:
+    """Centre-crop an RGB image to a square and resize it to ``size`` x ``size`` pixels.
+
+    The one transform shared by training and the study, so that generations and the
+    training images they are compared with have the same resolution and filter.
+    """
+    w, h = image.size
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    if image.size == (size, size):
+        return image.convert("RGB")
+    return image.convert("RGB").resize((size, size), RESAMPLE, box=box)
+
+
+def load_images(files: list[Path], size: int) -> tuple[np.ndarray, list[Path], list[SkippedFile]]:
+    """Load and prepare image files.
+
+    Returns:
+        (n, size, size, 3) uint8 RGB, the files kept (in input order) and the files
+        skipped with their reasons.
+    """
+    arrays: list[np.ndarray] = []
+    kept: list[Path] = []
+    skipped: list[SkippedFile] = []
+    for path in files:
+        try:
+            loaded = load_image(path)
+        except ImageLoadError as exc:
+            skipped.append(SkippedFile(str(path), exc.reason))
+            continue
+        arrays.append(np.asarray(prepare_image(loaded.image, size), dtype=np.uint8))
+        kept.append(path)
+    if not arrays:
+        return np.zeros((0, size, size, 3), np.uint8), kept, skipped
+    return np.stack(arrays), kept, skipped
+
+
+def distinct_files(files: list[Path]) -> list[Path]:
+    """The files in order, without byte-identical repeats (the first one is kept)."""
+    seen: set[str] = set()
+    out = []
+    for path in files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            out.append(path)
+    return out
+
+
+def openmoji_subset(train_dir: str | os.PathLike[str], n: int, seed: int = 0) -> list[Path]:
+    """The first ``n`` distinct training images of one seeded permutation of ``train_dir``.
+
+    Subsets with the same seed are nested: the 100-image subset is inside the 1000-image
+    one. Byte-identical renders (OpenMoji draws some emoji identically under two codes)
+    count once.
+
+    Raises:
+        FileNotFoundError: the folder is missing. ValueError: ``n`` is not in 1..available.
+    """
+    files = distinct_files(list_image_files(train_dir, recursive=False))
+    if not 1 <= n <= len(files):
+        raise ValueError(
+            f"subset size must be between 1 and {len(files)} (distinct images in {train_dir}), "
+            f"got {n}"
+        )
+    order = np.random.default_rng(seed).permutation(len(files))
+    return [files[i] for i in order[:n]]
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
+    """Rows of the images in the batch of training ``step`` (0-based): (batch_size,) int64.
+
+    The data stream is one seeded permutation of the ``n`` images per epoch, read in
+    order; a batch may span two epochs. A pure function of its arguments: a resumed run
+    reproduces the uninterrupted run's batches without any stored iterator state.
+    """
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    start = step * batch_size
+    out = np.empty(batch_size, np.int64)
+    filled = 0
+    while filled < batch_size:
+        epoch, offset = divmod(start + filled, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        take = min(batch_size - filled, n - offset)
+        out[filled : filled + take] = perm[offset : offset + take]
+        filled += take
+    return out

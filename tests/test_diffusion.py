@@ -1,0 +1,236 @@
+"""Small diffusion models: data order, resumable training, export, sampling, local pipelines
+and the replication study, all on the CPU with a tiny UNet (16x16, blocks (8, 16))."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from lib.diffusion.config import TrainConfig
+from lib.diffusion.data import batch_indices, openmoji_subset
+from lib.images import load_image
+
+TINY = TrainConfig(image_size=16, block_channels=(8, 16), batch_size=4, steps=4, checkpoint_every=2)
+
+
+class Interrupt(Exception):
+    """Raised from a progress callback to simulate a killed run."""
+
+
+def _shapes(folder: Path, n: int, seed: int) -> Path:
+    """``n`` distinct 24-px images (a coloured shape on white) with caption sidecars."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image = Image.new("RGB", (24, 24), "white")
+        draw = ImageDraw.Draw(image)
+        x, y = rng.integers(0, 12, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        box = (int(x), int(y), int(x) + 6 + i, int(y) + 12)
+        (draw.ellipse if i % 2 else draw.rectangle)(box, fill=colour)
+        image.save(folder / f"img{i:02d}.png")
+        (folder / f"img{i:02d}.txt").write_text(f"shape {i}\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Any:
+    """Tiny models run fastest on one thread, above all on a shared, busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("diffusion")
+    return {
+        "root": root,
+        "train": _shapes(root / "train", 8, seed=1),
+        "heldout": _shapes(root / "heldout", 5, seed=2),
+    }
+
+
+@pytest.fixture(scope="module")
+def run(data: dict[str, Path]) -> Any:
+    """An uninterrupted 4-step run with checkpoints at steps 2 and 4."""
+    from lib.diffusion.train import train
+
+    return train(data["root"] / "run", TINY, data["train"], dataset="shapes", command="test")
+
+
+@pytest.fixture(scope="module")
+def models_root(data: dict[str, Path], run: Any) -> Path:
+    from lib.diffusion.export import export_model
+
+    root = data["root"] / "models"
+    export_model(run.run_dir, root / "shapes-8")
+    return root
+
+
+# ---------------------------------------------------------------- data
+def test_batch_indices_are_a_seeded_permutation_per_epoch() -> None:
+    n, batch = 10, 4
+    stream = np.concatenate([batch_indices(s, n, batch, seed=3) for s in range(5)])
+    assert sorted(stream[:10]) == list(range(10))  # epoch 0: every image once
+    assert sorted(stream[10:20]) == list(range(10))  # epoch 1 (batch 2 spans both)
+    assert not np.array_equal(stream[:10], stream[10:20])
+    np.testing.assert_array_equal(batch_indices(3, n, batch, 3), stream[12:16])
+    assert not np.array_equal(batch_indices(0, n, batch, 4), stream[:4])
+
+
+def test_openmoji_subsets_are_nested_and_skip_identical_renders(tmp_path: Path) -> None:
+    folder = _shapes(tmp_path / "train", 12, seed=5)
+    (folder / "zz-copy.png").write_bytes((folder / "img03.png").read_bytes())
+    small, large = openmoji_subset(folder, 5, seed=0), openmoji_subset(folder, 12, seed=0)
+    assert large[:5] == small
+    assert len({p.name for p in large}) == 12 and folder / "zz-copy.png" not in large
+    assert openmoji_subset(folder, 5, seed=1) != small
+    with pytest.raises(ValueError, match="between 1 and 12"):
+        openmoji_subset(folder, 13)
+
+
+# ---------------------------------------------------------------- training
+def test_resumed_run_gives_the_same_losses(data: dict[str, Path], run: Any) -> None:
+    from lib.diffusion.checkpoint import list_checkpoints, load_latest
+    from lib.diffusion.train import train
+
+    def kill_at_step_3(done: int, total: int, message: str = "") -> None:
+        if done == 3:
+            raise Interrupt
+
+    out = data["root"] / "interrupted"
+    with pytest.raises(Interrupt):
+        train(out, TINY, data["train"], progress=kill_at_step_3)
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(out, TINY, data["train"])
+    resumed = train(out, images=data["train"], resume=True)
+    assert len(run.losses) == 4 and resumed.step == 4
+    np.testing.assert_allclose(resumed.losses, run.losses, rtol=0, atol=1e-6)
+    a, b = load_latest(run.run_dir), load_latest(out)
+    assert a is not None and b is not None
+    for name, value in a["ema"]["shadow"].items():
+        np.testing.assert_allclose(b["ema"]["shadow"][name].numpy(), value.numpy(), atol=1e-6)
+    assert json.loads((out / "config.json").read_text())["block_channels"] == [8, 16]
+    assert (out / "losses.csv").read_text().count("\n") == 5
+
+
+def test_resume_refuses_a_changed_config_but_extends_steps() -> None:
+    with pytest.raises(ValueError, match="lr"):
+        TINY.resumed_with(lr=0.1, steps=8)
+    assert TINY.resumed_with(steps=8, lr=TINY.lr).steps == 8
+    with pytest.raises(ValueError, match="divisible"):
+        TrainConfig(image_size=18, block_channels=(8, 16, 16))
+
+
+# ---------------------------------------------------------------- export and sampling
+def test_export_writes_fp16_weights_and_a_manifest(models_root: Path, run: Any) -> None:
+    from safetensors import safe_open
+
+    from lib.diffusion.export import read_manifest
+
+    folder = models_root / "shapes-8"
+    manifest = read_manifest(folder)
+    assert manifest.n_train == 8 and manifest.steps == 4 and manifest.seed == TINY.seed
+    assert manifest.train_ids == [f"img{i:02d}" for i in range(8)]
+    assert manifest.command == "test" and manifest.wall_time_s >= 0
+    with safe_open(folder / "unet" / "diffusion_pytorch_model.safetensors", "pt") as fh:
+        dtypes = {str(fh.get_tensor(k).dtype) for k in fh.keys()}  # noqa: SIM118
+    assert dtypes == {"torch.float16"}
+    assert (folder / "model_index.json").is_file()
+
+
+def test_sampling_is_seeded_and_independent_of_batch_size(
+    models_root: Path, run: Any, tmp_path: Path
+) -> None:
+    from lib.diffusion.sample import sample, save_images
+
+    model = models_root / "shapes-8"
+    a = sample(model, 3, steps=3, seed=7, batch_size=2)
+    b = sample(model, 3, steps=3, seed=7, batch_size=3)
+    c = sample(run.run_dir, 3, steps=3, seed=7, sampler="dpm")
+    assert [im.size for im in a] == [(16, 16)] * 3 and len(c) == 3
+    for x, y in zip(a, b, strict=True):
+        assert np.abs(np.asarray(x, int) - np.asarray(y, int)).max() <= 1
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(a[1]))
+    paths = save_images(a, tmp_path / "out")
+    assert [p.name for p in paths] == ["sample-00000.png", "sample-00001.png", "sample-00002.png"]
+
+
+# ---------------------------------------------------------------- local pipelines
+def test_a_local_pipeline_folder_loads_and_generates(tmp_path: Path, models_root: Path) -> None:
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    from lib.diffusion.config import build_unet
+    from lib.diffusion.pipelines import (
+        ONLY_BUNDLED,
+        NotAPipeline,
+        bundled_models,
+        generate,
+        load_pipeline,
+        models_message,
+    )
+
+    DDPMPipeline(unet=build_unet(TINY), scheduler=DDPMScheduler()).save_pretrained(tmp_path / "p")
+    pipeline = load_pipeline(tmp_path / "p", device="cpu")
+    images = generate(pipeline, n=2, steps=2, seed=0)
+    assert [im.size for im in images] == [(16, 16)] * 2
+    with pytest.raises(ValueError, match="unconditional"):
+        generate(pipeline, "a red circle")
+    with pytest.raises(NotAPipeline, match=r"model_index\.json"):
+        load_pipeline(tmp_path)
+    assert [m.name for m in bundled_models(models_root)] == ["shapes-8"]
+    assert models_message(None, models_root).startswith(ONLY_BUNDLED)
+    assert bundled_models(tmp_path / "missing") == []
+
+
+# ---------------------------------------------------------------- the study
+def test_study_end_to_end_matches_a_direct_computation(
+    data: dict[str, Path], models_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lib.cli import main
+    from lib.embedders import create_embedder
+    from lib.images import list_image_files
+    from lib.index import open_index
+
+    out, cache = data["root"] / "study", data["root"] / "cache"
+    argv = ["-q", "study", "--models", str(models_root), "--samples", "4", "--steps", "2"]
+    argv += ["--embedder", "pixels", "--heldout", str(data["heldout"])]
+    argv += ["--out", str(out), "--cache", str(cache), "--json"]
+    assert main(argv) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["model"], row["n_train"], row["n_samples"]) == ("shapes-8", 8, 4)
+    index = open_index(row["files"]["index"])
+    assert index.count == 8
+    embedder = create_embedder("pixels")
+    train = index.vectors()
+
+    def top1(folder: str) -> np.ndarray:
+        images = [load_image(p).image for p in list_image_files(folder)]
+        return (embedder.embed_images(images) @ train.T).max(axis=1)
+
+    gen, held = top1(row["files"]["samples"]), top1(row["files"]["heldout"])
+    assert len(gen) == 4 and len(held) == 5
+    for stats, sims in ((row, gen), (row["heldout"], held)):
+        assert stats["mean_top1"] == pytest.approx(sims.mean(), abs=1e-5)
+        assert stats["p95_top1"] == pytest.approx(np.percentile(sims, 95), abs=1e-5)
+        assert stats["rate_above_0_5"] == pytest.approx(np.mean(sims > 0.5))
+    # the index holds the training images at the model's 16 px: each finds itself at cosine 1
+    subset = Path(index.metadata["path"][0]).parent
+    np.testing.assert_allclose(top1(str(subset)), 1.0, atol=1e-5)
+    assert (out / "shapes-8" / "histogram.png").is_file()
+    assert (out / "shapes-8" / "gallery.png").is_file()
+    assert (out / "study.csv").read_text().count("\n") == 2
+    mtime = (Path(row["files"]["index"]) / "index.faiss").stat().st_mtime_ns
+    assert main(argv[:-1]) == 0  # the table; the index and samples come from the cache
+    assert "shapes-8" in capsys.readouterr().out
+    assert (Path(row["files"]["index"]) / "index.faiss").stat().st_mtime_ns == mtime
