@@ -21,6 +21,7 @@ _EXPORTS = {
     "search_images": "lib.search",
     "scan": "lib.replication",
     "find_duplicates": "lib.duplicates",
+    "project": "lib.projection",
     "prepare_openmoji": "lib.datasets",
     "prepare_default_data": "lib.defaults",
 }

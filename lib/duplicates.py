@@ -9,6 +9,7 @@ lowest id) and the others are proposed for removal.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -73,30 +74,43 @@ class DuplicateReport:
             "clusters": [asdict(c) for c in self.clusters],
         }
 
-    def write_csv(self, path: str | os.PathLike[str]) -> None:
+    def csv_text(self) -> str:
         """One row per clustered image: cluster, id, path, caption, similarity, keep."""
-        with Path(path).open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["cluster", "id", "path", "caption", "similarity_to_kept", "keep"])
-            for c in self.clusters:
-                for m in c.members:
-                    writer.writerow(
-                        [c.cluster, m.id, m.path, m.caption, f"{m.similarity:.6f}", int(m.keep)]
-                    )
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["cluster", "id", "path", "caption", "similarity_to_kept", "keep"])
+        for c in self.clusters:
+            for m in c.members:
+                writer.writerow(
+                    [c.cluster, m.id, m.path, m.caption, f"{m.similarity:.6f}", int(m.keep)]
+                )
+        return out.getvalue()
+
+    def removal_csv_text(self) -> str:
+        """The files a curator would remove: every member but the kept one."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["path", "id", "duplicate_of", "similarity"])
+        for c in self.clusters:
+            kept = next(m for m in c.members if m.keep)
+            for m in c.members:
+                if not m.keep:
+                    writer.writerow([m.path, m.id, kept.path, f"{m.similarity:.6f}"])
+        return out.getvalue()
+
+    def json_text(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def write_csv(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`csv_text` written to ``path``."""
+        Path(path).write_text(self.csv_text(), encoding="utf-8", newline="")
 
     def write_removal_csv(self, path: str | os.PathLike[str]) -> None:
-        """The files a curator would remove: every member but the kept one."""
-        with Path(path).open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "id", "duplicate_of", "similarity"])
-            for c in self.clusters:
-                kept = next(m for m in c.members if m.keep)
-                for m in c.members:
-                    if not m.keep:
-                        writer.writerow([m.path, m.id, kept.path, f"{m.similarity:.6f}"])
+        """:meth:`removal_csv_text` written to ``path``."""
+        Path(path).write_text(self.removal_csv_text(), encoding="utf-8", newline="")
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        Path(path).write_text(self.json_text(), encoding="utf-8")
 
 
 def duplicate_pairs(

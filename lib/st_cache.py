@@ -7,13 +7,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
 from lib.compare import fit_height
+from lib.duplicates import DuplicateReport, find_duplicates
 from lib.embedders import Embedder
 from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex, open_index
+from lib.projection import (
+    INFO_FILE,
+    Projection,
+    load_projection,
+    map_table,
+    projection_dir,
+)
 
 
 @st.cache_resource(show_spinner="Opening index…")
@@ -41,3 +50,36 @@ def cached_thumbnail(path: str, height: int) -> Image.Image | None:
         return fit_height(load_image(path).image, height)
     except ImageLoadError:
         return None
+
+
+def projection_mtime(path: str | Path) -> float:
+    """Modification time of an index's stored projection (0 when there is none)."""
+    info = projection_dir(path) / INFO_FILE
+    return info.stat().st_mtime if info.exists() else 0.0
+
+
+@st.cache_resource(show_spinner="Loading the map…", max_entries=8)
+def cached_projection(path: str, mtime: float, projection_stamp: float) -> Projection | None:
+    """The stored, current projection of an index (None when there is none yet).
+
+    Keyed by both mtimes, so computing or replacing the projection loads the new one.
+    Shared read-only between sessions; its reducer loads on the first ``transform``.
+    """
+    return load_projection(cached_index(path, mtime))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def cached_map_points(
+    path: str, mtime: float, projection_stamp: float, groups: int
+) -> pd.DataFrame | None:
+    """The stored projection as a table (see :func:`lib.projection.map_table`); None if none."""
+    projection = cached_projection(path, mtime, projection_stamp)
+    if projection is None:
+        return None
+    return map_table(projection, cached_index(path, mtime).metadata, groups)
+
+
+@st.cache_data(show_spinner="Finding near-duplicates…", max_entries=16)
+def cached_duplicates(path: str, mtime: float, threshold: float) -> DuplicateReport:
+    """Near-duplicate clusters of an index at a cosine threshold, computed once per pair."""
+    return find_duplicates(cached_index(path, mtime), threshold)

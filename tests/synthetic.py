@@ -37,3 +37,34 @@ def write_scenes(folder: Path, seeds: range | list[int], prefix: str = "img") ->
         scene(seed).save(path)
         paths.append(path)
     return paths
+
+
+def family_member(seed: int, variant: int) -> Image.Image:
+    """scene(seed) lightly edited (variant 0 is the scene itself): brightness steps of 5,
+    and from variant 8 on also a 4% crop. Every variant is a near-duplicate of the scene."""
+    image = scene(seed)
+    delta = (variant % 8) * 5 * (1 if variant % 2 else -1)
+    if delta:
+        image = Image.eval(image, lambda v: max(0, min(255, v + delta)))
+    if variant >= 8:
+        image = image.crop((6, 4, 154, 116)).resize((160, 120))
+    return image
+
+
+def write_families(
+    folder: Path, seeds: range | list[int], variants: int = 16, words: tuple[str, ...] = ()
+) -> list[Path]:
+    """For each seed, ``variants`` near-duplicates (``fam_0003_v07.png``): tight clusters.
+    With ``words``, each image gets the sidecar caption ``"<word> scene <seed> v<j>"``
+    where word is ``words[seed % len(words)]``. Returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        for j in range(variants):
+            path = folder / f"fam_{seed:04d}_v{j:02d}.png"
+            family_member(seed, j).save(path)
+            if words:
+                word = words[seed % len(words)]
+                path.with_suffix(".txt").write_text(f"{word} scene {seed} v{j:02d}\n")
+            paths.append(path)
+    return paths

@@ -230,7 +230,6 @@ def sidebar_then_page(page_file: str) -> None:
     import streamlit as st
 
     from lib.app_config import available_indexes, load_config
-
     from pages.common import apply_pending_index
 
     apply_pending_index()

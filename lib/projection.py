@@ -1,0 +1,527 @@
+"""A 2-D map of an index: UMAP fitted once, stored beside the index, reused.
+
+    INDEX_DIR/projection/
+      coords.npy         (n, 2) float32 UMAP coordinates
+      ids.npy            (n,) int64 index row ids of the projected points
+      nn_similarity.npy  (n,) float32 cosine of each point to its nearest other image
+      reducer.joblib     the fitted UMAP, for :func:`transform` of new images
+      projection.json    n_points, n_total, subsampled, seed, UMAP parameters and the
+                         manifest ``updated`` stamp of the index it was computed from
+
+Neighbours come from exact FAISS search, so UMAP runs on a precomputed sparse
+neighbour graph (``metric="precomputed"``): no pairwise distances in Python and no
+NN-descent compilation, and :func:`transform` finds a new image's neighbours with FAISS
+too. Euclidean distance on L2-normalised vectors, ``sqrt(2 - 2 cos)``, is what UMAP sees.
+Layouts start from the first two principal components and are seeded.
+
+The folder is written beside itself under a temporary name and renamed into place.
+Index files are never touched; rewriting an index (build, add) replaces the whole index
+folder, which drops a projection that no longer matches it. A projection whose stamp
+differs from its index is ignored. Above ``max_points`` images a seeded random subset
+is projected (``Projection.subsampled``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lib.index import ReplicaIndex, open_index
+from lib.progress import ProgressCallback, report
+
+log = logging.getLogger(__name__)
+
+PROJECTION_DIR = "projection"
+COORDS_FILE = "coords.npy"
+IDS_FILE = "ids.npy"
+NN_FILE = "nn_similarity.npy"
+REDUCER_FILE = "reducer.joblib"
+INFO_FILE = "projection.json"
+MAX_POINTS = 50_000
+"""Above this many images the map shows a seeded random subset."""
+MIN_POINTS = 5
+"""UMAP needs a few points to build a neighbour graph."""
+UMAP_PARAMS: dict[str, Any] = {
+    "n_neighbors": 15,
+    "min_dist": 0.1,
+    "metric": "euclidean on L2-normalised vectors (precomputed FAISS neighbours)",
+    "init": "pca",
+    "n_components": 2,
+}
+NO_GROUP = "(no caption)"
+OTHER_GROUP = "other"
+
+
+class ProjectionError(ValueError):
+    """The index cannot be projected (too few images) or a stored projection is unusable."""
+
+
+@dataclass(frozen=True)
+class ProjectionInfo:
+    """What a stored projection is: serialised as projection.json."""
+
+    n_points: int
+    n_total: int
+    subsampled: bool
+    seed: int
+    max_points: int
+    umap: dict[str, Any]
+    index_updated: str
+    index_count: int
+    embedder: str
+    created: str = ""
+    umap_version: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ProjectionInfo:
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def matches(self, index: ReplicaIndex) -> bool:
+        """True when this projection was computed from the current state of ``index``."""
+        return (
+            self.index_updated == index.manifest.updated
+            and self.index_count == index.count
+            and self.embedder == index.embedder_name
+        )
+
+
+@dataclass
+class Projection:
+    """Projected points of one index.
+
+    ``ids``: (n,) int64 index row ids. ``coords``: (n, 2) float32. ``nn_similarity``:
+    (n,) float32 cosine (-1..1) of each point to its nearest other indexed image.
+    ``path``: the stored folder, or None when it could not be written.
+    """
+
+    ids: np.ndarray
+    coords: np.ndarray
+    nn_similarity: np.ndarray
+    info: ProjectionInfo
+    path: Path | None = None
+    _reducer: Any = field(default=None, repr=False)
+    _search: Any = field(default=None, repr=False)
+
+    @property
+    def subsampled(self) -> bool:
+        return self.info.subsampled
+
+    @property
+    def n_total(self) -> int:
+        """Images in the index (the map may show fewer)."""
+        return self.info.n_total
+
+    @property
+    def n_points(self) -> int:
+        return len(self.ids)
+
+    def position(self, row: int) -> int | None:
+        """Where index row ``row`` is among the projected points (None when not projected)."""
+        found = np.flatnonzero(self.ids == int(row))
+        return int(found[0]) if found.size else None
+
+    def reducer(self) -> Any:
+        """The fitted UMAP (loaded from disk on first use)."""
+        if self._reducer is None:
+            if self.path is None:
+                raise ProjectionError("this projection has no stored reducer")
+            self._reducer = _load_reducer(self.path)
+        return self._reducer
+
+    def point_search(self, index: ReplicaIndex | None = None) -> Any:
+        """A FAISS index over the projected points' vectors (built on first use)."""
+        if self._search is None:
+            if index is None:
+                if self.path is None:
+                    raise ProjectionError("pass the index: this projection is not stored")
+                index = open_index(self.path.parent)
+            self._search = _point_search(index, self.ids, index.get_vectors(self.ids))
+        return self._search
+
+
+def projection_dir(index: ReplicaIndex | str | os.PathLike[str]) -> Path:
+    """The folder where the projection of ``index`` (an index or its folder) is stored."""
+    root = index.path if isinstance(index, ReplicaIndex) else Path(index)
+    return Path(root) / PROJECTION_DIR
+
+
+def load_projection(index: ReplicaIndex) -> Projection | None:
+    """The stored projection of ``index``, or None when missing, damaged or out of date."""
+    folder = projection_dir(index)
+    if not (folder / INFO_FILE).is_file():
+        return None
+    try:
+        info = ProjectionInfo.from_json((folder / INFO_FILE).read_text(encoding="utf-8"))
+        ids = np.load(folder / IDS_FILE)
+        coords = np.load(folder / COORDS_FILE)
+        nn = np.load(folder / NN_FILE)
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("ignoring unreadable projection in %s: %s", folder, exc)
+        return None
+    if not info.matches(index):
+        log.info("projection in %s is out of date for its index", folder)
+        return None
+    if not (len(ids) == len(coords) == len(nn) == info.n_points):
+        log.warning("ignoring inconsistent projection in %s", folder)
+        return None
+    return Projection(ids, coords.astype(np.float32), nn.astype(np.float32), info, folder)
+
+
+def project(
+    index: ReplicaIndex,
+    progress: ProgressCallback | None = None,
+    max_points: int = MAX_POINTS,
+    seed: int = 0,
+    *,
+    force: bool = False,
+) -> Projection:
+    """The 2-D UMAP map of ``index``: the stored one when it is current, else fitted and stored.
+
+    Args:
+        max_points: above this many images, project a seeded random subset of this size.
+        seed: seeds the subset and UMAP (which then runs single-threaded).
+        force: refit even when a current projection is stored.
+
+    Raises:
+        ProjectionError: the index holds fewer than ``MIN_POINTS`` images.
+        ValueError: ``max_points`` below ``MIN_POINTS``.
+    """
+    if max_points < MIN_POINTS:
+        raise ValueError(f"max_points must be at least {MIN_POINTS}, got {max_points}")
+    if index.count < MIN_POINTS:
+        raise ProjectionError(
+            f"a map needs at least {MIN_POINTS} images; this index has {index.count}"
+        )
+    if not force:
+        stored = load_projection(index)
+        if stored and _same_request(stored.info, max_points, seed):
+            report(progress, 4, 4, "loaded the stored map")
+            return stored
+    report(progress, 0, 4, "reading vectors")
+    ids = _sample_rows(index.count, max_points, seed)
+    vectors = index.get_vectors(ids)
+    search = _point_search(index, ids, vectors)
+    k = _n_neighbors(len(ids))
+    report(progress, 1, 4, f"finding {k} neighbours of {len(ids):,} images")
+    sims, positions = _search(search, vectors, k + 1)
+    if len(ids) == index.count:
+        nn = _nearest_other(sims, positions, np.arange(len(ids)))
+    else:
+        nn = nearest_neighbour_similarity(index, ids)
+    report(progress, 2, 4, f"fitting UMAP on {len(ids):,} points (no per-step progress)")
+    reducer, coords = _fit_umap(vectors, _neighbour_graph(sims, positions, k), k, seed)
+    info = ProjectionInfo(
+        n_points=len(ids),
+        n_total=index.count,
+        subsampled=len(ids) < index.count,
+        seed=seed,
+        max_points=max_points,
+        umap={**UMAP_PARAMS, "n_neighbors": k},
+        index_updated=index.manifest.updated,
+        index_count=index.count,
+        embedder=index.embedder_name,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        umap_version=_umap_version(),
+    )
+    projection = Projection(ids, coords, nn, info, None, reducer, search)
+    report(progress, 3, 4, "saving")
+    projection.path = _store(projection, projection_dir(index))
+    report(progress, 4, 4, "done")
+    return projection
+
+
+def transform(
+    projection: Projection | str | os.PathLike[str],
+    vectors: np.ndarray,
+    index: ReplicaIndex | None = None,
+) -> np.ndarray:
+    """Place new images on an existing map.
+
+    Args:
+        projection: a :class:`Projection`, its stored folder, or the index folder.
+        vectors: (m, dim) float32, L2-normalised, from the index's embedder.
+        index: the projected index, when already open (else opened from the folder).
+
+    Returns:
+        (m, 2) float32 map coordinates; an image equal to a projected one lands on it.
+
+    Raises:
+        ProjectionError: no current projection is stored for that index.
+        ValueError: ``vectors`` has the wrong shape.
+    """
+    if not isinstance(projection, Projection):
+        projection = _load_for(Path(projection), index)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    search = projection.point_search(index)
+    if vectors.ndim != 2 or vectors.shape[1] != search.d:
+        raise ValueError(f"vectors must have shape (m, {search.d}), got {vectors.shape}")
+    if len(vectors) == 0:
+        return np.zeros((0, 2), np.float32)
+    k = int(projection.info.umap["n_neighbors"])
+    sims, positions = _search(search, vectors, k)
+    distances = _distances(sims)
+    import scipy.sparse
+
+    graph = scipy.sparse.csr_matrix(
+        (distances.ravel(), positions.ravel(), np.arange(0, distances.size + 1, k)),
+        shape=(len(vectors), projection.n_points),
+    )
+    reducer = projection.reducer()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Transforming new data with precomputed", UserWarning)
+        return np.asarray(reducer.transform(graph), dtype=np.float32)
+
+
+def nearest_neighbour_similarity(
+    index: ReplicaIndex, rows: np.ndarray, chunk: int = 4096
+) -> np.ndarray:
+    """(n,) float32: cosine of each row's vector to its most similar *other* indexed image."""
+    out = np.empty(len(rows), np.float32)
+    for start in range(0, len(rows), chunk):
+        part = np.asarray(rows[start : start + chunk], dtype=np.int64)
+        sims, ids = index.search_vectors(index.get_vectors(part), 2)
+        out[start : start + len(part)] = _nearest_other(sims, ids, part)
+    return out
+
+
+def caption_groups(metadata: pd.DataFrame) -> list[str]:
+    """One label per row: the caption's first word (lower case), else the parent folder name."""
+    groups = []
+    for caption, path in zip(metadata["caption"], metadata["path"], strict=True):
+        text = "" if caption is None or pd.isna(caption) else str(caption)
+        words = re.findall(r"[^\W_]+", text.lower())
+        groups.append(words[0] if words else Path(str(path)).parent.name or NO_GROUP)
+    return groups
+
+
+def top_groups(groups: list[str], k: int = 12) -> list[str]:
+    """``groups`` with all but the ``k`` most frequent labels replaced by ``OTHER_GROUP``."""
+    counts = pd.Series(groups, dtype=object).value_counts()
+    keep = set(counts.index[:k])
+    return [g if g in keep else OTHER_GROUP for g in groups]
+
+
+def map_table(projection: Projection, metadata: pd.DataFrame, groups: int = 12) -> pd.DataFrame:
+    """One row per projected point: row, x, y, nn (cosine), caption, file, group.
+
+    ``group`` keeps the ``groups`` most frequent caption groups; the rest are ``OTHER_GROUP``.
+    """
+    meta = metadata.iloc[projection.ids]
+    return pd.DataFrame(
+        {
+            "row": projection.ids.astype(np.int64),
+            "x": projection.coords[:, 0],
+            "y": projection.coords[:, 1],
+            "nn": projection.nn_similarity,
+            "caption": meta["caption"].fillna("").astype(str).to_numpy(),
+            "file": [Path(str(p)).name for p in meta["path"]],
+            "group": top_groups(caption_groups(meta), groups),
+        }
+    )
+
+
+def _same_request(info: ProjectionInfo, max_points: int, seed: int) -> bool:
+    """Whether a stored projection is what ``max_points`` and ``seed`` would compute."""
+    if info.seed != seed:
+        return False
+    if info.subsampled:
+        return info.max_points == max_points
+    return info.n_total <= max_points
+
+
+def _sample_rows(n: int, max_points: int, seed: int) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=max_points, replace=False)).astype(np.int64)
+
+
+def _n_neighbors(n_points: int) -> int:
+    return int(min(UMAP_PARAMS["n_neighbors"], n_points - 1))
+
+
+def _nearest_other(sims: np.ndarray, ids: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Per row, the similarity of the first result that is not the row itself."""
+    first_is_self = ids[:, 0] == own
+    return np.where(first_is_self, sims[:, 1], sims[:, 0]).astype(np.float32)
+
+
+def _point_search(index: ReplicaIndex, ids: np.ndarray, vectors: np.ndarray) -> Any:
+    """A FAISS inner-product index whose positions are the projected points."""
+    if len(ids) == index.count:
+        return index.faiss  # ids are 0..n-1: the index itself
+    import faiss
+
+    search = faiss.IndexFlatIP(vectors.shape[1])
+    search.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return search
+
+
+def _search(search: Any, vectors: np.ndarray, k: int, chunk: int = 4096) -> tuple[Any, Any]:
+    """Top-k (similarities (n, k) float32, positions (n, k) int64), in chunks."""
+    sims = np.empty((len(vectors), k), np.float32)
+    positions = np.empty((len(vectors), k), np.int64)
+    for start in range(0, len(vectors), chunk):
+        part = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
+        sims[start : start + len(part)], positions[start : start + len(part)] = search.search(
+            part, k
+        )
+    return sims, positions
+
+
+def _distances(sims: np.ndarray) -> np.ndarray:
+    """Euclidean distance between unit vectors from their cosine, floored above 0 so that
+    sparse matrices never drop an exact duplicate."""
+    return np.sqrt(np.clip(2.0 - 2.0 * sims, 1e-12, 4.0)).astype(np.float32)
+
+
+def _neighbour_graph(sims: np.ndarray, positions: np.ndarray, k: int) -> Any:
+    """A symmetric sparse (n, n) distance matrix: each point's k nearest others, both ways,
+    and a zero diagonal (what UMAP's ``metric="precomputed"`` expects)."""
+    import scipy.sparse
+
+    n = len(positions)
+    own = np.arange(n)[:, None]
+    others = positions != own
+    # keep the first k results that are not the point itself (duplicates may outrank it)
+    keep = others & (np.cumsum(others, axis=1) <= k)
+    rows = np.broadcast_to(own, positions.shape)[keep]
+    cols = positions[keep]
+    dist = _distances(sims[keep])
+    low, high = np.minimum(rows, cols), np.maximum(rows, cols)
+    _, first = np.unique(low * n + high, return_index=True)
+    low, high, dist = low[first], high[first], dist[first]
+    diagonal = np.arange(n)
+    graph = scipy.sparse.coo_matrix(
+        (
+            np.concatenate([dist, dist, np.zeros(n, np.float32)]),
+            (np.concatenate([low, high, diagonal]), np.concatenate([high, low, diagonal])),
+        ),
+        shape=(n, n),
+    )
+    return graph.tocsr()
+
+
+def _pca_init(vectors: np.ndarray) -> np.ndarray:
+    """(n, 2) float32: the first two principal components, signs fixed, scaled to +-10."""
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
+    _, eigvecs = np.linalg.eigh(centred.T @ centred)
+    coords = centred @ eigvecs[:, ::-1][:, :2]
+    coords *= np.sign(coords[np.abs(coords).argmax(axis=0), [0, 1]])
+    return (10.0 * coords / max(float(np.abs(coords).max()), 1e-12)).astype(np.float32)
+
+
+def _fit_umap(vectors: np.ndarray, graph: Any, k: int, seed: int) -> tuple[Any, np.ndarray]:
+    import umap  # slow to import (numba): only here
+
+    reducer = umap.UMAP(
+        n_neighbors=k,
+        min_dist=UMAP_PARAMS["min_dist"],
+        n_components=UMAP_PARAMS["n_components"],
+        metric="precomputed",
+        init=_pca_init(vectors),
+        random_state=seed,
+        n_jobs=1,  # random_state forces a single thread anyway; saying so avoids a warning
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "using precomputed metric", UserWarning)
+        coords = reducer.fit_transform(graph)
+    return reducer, np.asarray(coords, dtype=np.float32)
+
+
+def _umap_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("umap-learn")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _load_for(folder: Path, index: ReplicaIndex | None) -> Projection:
+    """The current stored projection of the index at ``folder`` (or its projection folder)."""
+    if folder.name == PROJECTION_DIR and not (folder / "manifest.json").is_file():
+        folder = folder.parent
+    current = index if index is not None else open_index(folder)
+    stored = load_projection(current)
+    if stored is None:
+        raise ProjectionError(f"no current map stored for {folder}; compute the projection first")
+    return stored
+
+
+def _load_reducer(folder: Path) -> Any:
+    import joblib
+
+    path = folder / REDUCER_FILE
+    if not path.is_file():
+        raise ProjectionError(f"no fitted map in {folder}; compute the projection first")
+    return joblib.load(path)
+
+
+def _store(projection: Projection, dest: Path) -> Path | None:
+    """Write the projection to a temporary sibling and rename it into place.
+
+    Returns the folder, or None when it could not be written (the projection then
+    lives only in memory; the index is never affected).
+    """
+    import joblib
+
+    _remove_abandoned(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.mkdir()
+        np.save(tmp / IDS_FILE, projection.ids)
+        np.save(tmp / COORDS_FILE, projection.coords)
+        np.save(tmp / NN_FILE, projection.nn_similarity)
+        joblib.dump(projection._reducer, tmp / REDUCER_FILE)
+        (tmp / INFO_FILE).write_text(projection.info.to_json(), encoding="utf-8")
+        _replace(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.warning("could not store the projection in %s: %s", dest, exc)
+        return None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _remove_abandoned(dest: Path, older_than_s: float = 86_400) -> None:
+    """Remove temporary folders left by writes that died over a day ago (not running ones)."""
+    cutoff = datetime.now(UTC).timestamp() - older_than_s
+    for old in dest.parent.glob(f".{dest.name}.*-*"):
+        with contextlib.suppress(OSError):
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace(tmp: Path, dest: Path) -> None:
+    """Rename ``tmp`` to ``dest``, moving an existing ``dest`` aside first."""
+    if not dest.exists():
+        os.rename(tmp, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(dest, old)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        os.rename(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,332 @@
+"""Map page: every training image as a point (UMAP of its embedding), coloured by caption
+group or by how close its nearest other image is; your own images placed on the same map
+as stars; pick a point to see the image and its nearest neighbours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import plotly.colors
+import plotly.graph_objects as go
+import streamlit as st
+
+from lib.images import IMAGE_SUFFIXES, ImageLoadError, load_image
+from lib.index import ReplicaIndex
+from lib.projection import (
+    MAX_POINTS,
+    MIN_POINTS,
+    OTHER_GROUP,
+    Projection,
+    map_table,
+    project,
+    transform,
+)
+from lib.search import Match, rank_vectors
+from lib.st_cache import (
+    cached_embedder,
+    cached_index,
+    cached_map_points,
+    cached_projection,
+    cached_thumbnail,
+    manifest_mtime,
+    projection_mtime,
+)
+from pages.common import INDEX_KEY, current_index, file_label, show_error, streamlit_progress
+
+# st.session_state: the picked point, an index row (>= 0) or upload -1, -2, ... (None).
+SELECTED_KEY = "map_selected"
+# st.session_state: {index path: Projection} for maps that could not be written to disk.
+UNSTORED_KEY = "map_unstored"
+COLOURS = ["caption group", "nearest-neighbour similarity"]
+GROUPS = 20
+NEIGHBOURS = 6
+THUMB = 150
+PALETTE = [c for c in plotly.colors.qualitative.Dark24 if c != "#222A2A"]
+
+
+@dataclass
+class Uploads:
+    """Uploaded images placed on the map: names, (m, dim) vectors, (m, 2) coords, errors."""
+
+    names: list[str] = field(default_factory=list)
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    coords: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    errors: list[str] = field(default_factory=list)
+
+
+@st.cache_data(show_spinner="Placing your images on the map…", max_entries=16)
+def place_uploads(
+    path: str, mtime: float, map_key: str, files: tuple[tuple[str, bytes], ...], _p: Projection
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Embed uploaded files with the index's embedder and project them onto the map:
+    names, (m, dim) vectors, (m, 2) coords, and a reason per unreadable file. Plain
+    values, since cached results are pickled and a page's classes cannot be."""
+    embedder = cached_embedder(path, mtime)
+    names, images, errors = [], [], []
+    for name, data in files:
+        try:
+            loaded = load_image(data, name=name, draft_short_side=embedder.draft_short_side)
+        except ImageLoadError as exc:
+            errors.append(f"{name}: {exc.reason}")
+            continue
+        names.append(name)
+        images.append(loaded.image)
+    if not images:
+        return [], np.zeros((0, embedder.dim), np.float32), np.zeros((0, 2), np.float32), errors
+    vectors = embedder.embed_images(images)
+    coords = transform(_p, vectors, cached_index(path, mtime))
+    return names, vectors, coords, errors
+
+
+def compute_map(index: ReplicaIndex) -> Projection | None:
+    """Fit the projection with a progress bar; None (with the reason shown) on failure."""
+    with st.status("Computing the map…", expanded=True) as status:
+        callback, bar = streamlit_progress("Map")
+        try:
+            result = project(index, progress=callback)
+        except (ValueError, MemoryError, OSError) as exc:
+            status.update(label="The map could not be computed", state="error")
+            show_error("The map could not be computed", exc)
+            return None
+        bar.empty()
+        status.update(label=f"Map ready: {result.n_points:,} points", state="complete")
+    if result.path is None:
+        st.warning("The map could not be stored beside the index; it lasts for this session.")
+        st.session_state.setdefault(UNSTORED_KEY, {})[str(index.path)] = result
+    return result
+
+
+def select_from_chart() -> None:
+    """on_select of the chart: remember the clicked point (its customdata)."""
+    points = st.session_state["map_chart"].selection.points
+    if points and points[0].get("customdata") is not None:
+        value = points[0]["customdata"]
+        st.session_state[SELECTED_KEY] = int(value[0] if isinstance(value, list) else value)
+
+
+def select_from_input() -> None:
+    """on_change of the id input: remember the typed row."""
+    st.session_state[SELECTED_KEY] = st.session_state.get("map_point")
+
+
+def map_figure(
+    points: pd.DataFrame, colour: str, uploads: Uploads, selected: int | None
+) -> go.Figure:
+    """The scatter: training points (WebGL), uploads as stars, the selected point ringed."""
+    fig = go.Figure()
+    size = 4 if len(points) > 10_000 else 7
+    hover = "%{hovertext}<extra></extra>"
+
+    def text(frame: pd.DataFrame) -> list[str]:
+        return [
+            f"#{r} {c or '(no caption)'}<br>{f}<br>nearest other: {n:.3f}"
+            for r, c, f, n in zip(
+                frame["row"], frame["caption"], frame["file"], frame["nn"], strict=True
+            )
+        ]
+
+    if colour == COLOURS[0]:
+        counts = points["group"].value_counts()
+        order = sorted((g for g in counts.index if g != OTHER_GROUP), key=lambda g: (-counts[g], g))
+        if OTHER_GROUP in set(points["group"]):
+            order.append(OTHER_GROUP)
+        for i, group in enumerate(order):
+            part = points[points["group"] == group]
+            colour_i = "#c7c7c7" if group == OTHER_GROUP else PALETTE[i % len(PALETTE)]
+            fig.add_trace(
+                go.Scattergl(
+                    x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers",
+                    name=f"{group} ({len(part):,})", customdata=part["row"].to_numpy(),
+                    hovertext=text(part), hovertemplate=hover,
+                    marker={"size": size, "color": colour_i, "opacity": 0.8},
+                )
+            )  # fmt: skip
+    else:
+        fig.add_trace(
+            go.Scattergl(
+                x=points["x"].to_numpy(), y=points["y"].to_numpy(), mode="markers",
+                name="training images", customdata=points["row"].to_numpy(),
+                hovertext=text(points), hovertemplate=hover,
+                marker={
+                    "size": size, "color": points["nn"].to_numpy(), "colorscale": "Viridis",
+                    "cmin": float(max(0.0, points["nn"].min())), "cmax": 1.0, "opacity": 0.85,
+                    "colorbar": {"title": {"text": "nearest<br>cosine"}},
+                },
+            )
+        )  # fmt: skip
+    if len(uploads.names):
+        fig.add_trace(
+            go.Scatter(
+                x=uploads.coords[:, 0], y=uploads.coords[:, 1], mode="markers+text",
+                name="your images", text=uploads.names, textposition="top center",
+                customdata=-1 - np.arange(len(uploads.names)),
+                hovertext=[f"your image: {n}" for n in uploads.names], hovertemplate=hover,
+                marker={"symbol": "star", "size": 20, "color": "#e4002b",
+                        "line": {"width": 1.5, "color": "black"}},
+            )
+        )  # fmt: skip
+    if selected is not None and selected >= 0:
+        spot = points[points["row"] == selected]
+        if len(spot):
+            fig.add_trace(
+                go.Scatter(
+                    x=spot["x"], y=spot["y"], mode="markers", name="selected",
+                    customdata=spot["row"].to_numpy(), hoverinfo="skip",
+                    marker={"symbol": "circle-open", "size": 22, "color": "black",
+                            "line": {"width": 3}},
+                )
+            )  # fmt: skip
+    fig.update_layout(
+        height=640, margin={"l": 0, "r": 0, "t": 10, "b": 0}, uirevision="map",
+        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
+        legend={"itemsizing": "constant"}, dragmode="pan",
+    )  # fmt: skip
+    return fig
+
+
+def neighbour_row(matches: list[Match]) -> None:
+    """Thumbnails of matches in one row, with caption and cosine."""
+    if not matches:
+        st.caption("No other image in the index.")
+        return
+    for col, m in zip(st.columns(len(matches)), matches, strict=True):
+        label = f"#{m.id} {m.caption or file_label(m.path)} · {m.score:.3f}"
+        thumb = cached_thumbnail(m.path, THUMB)
+        if thumb is None:
+            col.caption(f"{label} (image not readable)")
+        else:
+            col.image(thumb, caption=label)
+
+
+def show_training_point(index: ReplicaIndex, row: int, projection: Projection) -> None:
+    """The picked training image beside its nearest neighbours."""
+    meta = index.row(row)
+    vector = index.get_vectors(np.array([row]))
+    result = rank_vectors(index, vector, [str(meta["path"])], top_k=NEIGHBOURS + 1)[0]
+    matches = [m for m in result.matches if m.id != meta["id"]][:NEIGHBOURS]
+    position = projection.position(row)
+    left, right = st.columns([1, 4])
+    with left:
+        st.markdown(f"**#{meta['id']} {meta['caption'] or file_label(meta['path'])}**")
+        thumb = cached_thumbnail(str(meta["path"]), THUMB + 50)
+        if thumb is not None:
+            st.image(thumb, caption=file_label(meta["path"]))
+        if position is None:
+            st.caption("Not drawn on the map (not in the random subset).")
+        else:
+            st.caption(f"Nearest other image: cosine {projection.nn_similarity[position]:.3f}")
+    with right:
+        st.markdown("**Nearest neighbours in the index**")
+        neighbour_row(matches)
+
+
+def show_upload(index: ReplicaIndex, uploads: Uploads, which: int, files: dict[str, bytes]) -> None:
+    """A picked upload beside its nearest training images."""
+    name = uploads.names[which]
+    result = rank_vectors(index, uploads.vectors[which : which + 1], [name], top_k=NEIGHBOURS)[0]
+    left, right = st.columns([1, 4])
+    with left:
+        st.markdown(f"**Your image: {name}**")
+        st.image(files[name], caption=name, width=THUMB + 50)
+    with right:
+        st.markdown("**Nearest training images**")
+        neighbour_row(result.matches)
+
+
+st.header("🗺️ Map of the training set")
+index = current_index()
+if index is None:
+    st.stop()
+path = str(st.session_state[INDEX_KEY])
+mtime = manifest_mtime(path)
+st.caption(
+    "Each point is a training image, placed by UMAP so that similar images sit together. "
+    "Pick a point (click it, or type its id below) to see it and its nearest neighbours."
+)
+
+projection_key = projection_mtime(path)
+projection = cached_projection(path, mtime, projection_key)
+if projection is None:
+    projection = st.session_state.get(UNSTORED_KEY, {}).get(path)
+if projection is None:
+    if index.count < MIN_POINTS:
+        st.info(f"A map needs at least {MIN_POINTS} images; this index has {index.count}.")
+        st.stop()
+    shown = min(index.count, MAX_POINTS)
+    subset = f" (a random {shown:,} of them)" if shown < index.count else ""
+    st.info(
+        f"No map yet for this index. Computing it places {shown:,} images{subset} with UMAP "
+        f"once (about {max(1, round(shown / 20_000 * 3))} min) and stores it beside the index."
+    )
+    if not st.button("Compute the map", key="map_compute", type="primary"):
+        st.stop()
+    projection = compute_map(index)
+    if projection is None:
+        st.stop()
+    projection_key = projection_mtime(path)
+
+if projection.subsampled:
+    st.warning(
+        f"Showing a random {projection.n_points:,} of the {projection.n_total:,} images "
+        f"(seed {projection.info.seed}); picking by id works for every image."
+    )
+points = cached_map_points(path, mtime, projection_key, GROUPS)
+if points is None:  # a map that could not be stored is not in the loader's cache
+    points = map_table(projection, index.metadata, GROUPS)
+
+controls = st.columns([2, 3])
+colour = controls[0].radio("Colour by", COLOURS, horizontal=True, key="map_colour")
+uploaded = controls[1].file_uploader(
+    "Place your own images (queries, generations) on the map",
+    type=sorted(s.lstrip(".") for s in IMAGE_SUFFIXES),
+    accept_multiple_files=True,
+    key="map_uploads",
+)
+files = {f.name: f.getvalue() for f in uploaded or []}
+uploads = Uploads()
+if files:
+    try:
+        map_key = f"{projection_key}:{projection.info.created}"
+        uploads = Uploads(*place_uploads(path, mtime, map_key, tuple(files.items()), projection))
+    except Exception as exc:
+        show_error("Your images could not be placed on the map", exc)
+    for error in uploads.errors:
+        st.warning(f"Skipped {error}")
+
+st.session_state.setdefault(SELECTED_KEY, None)
+selected = st.session_state[SELECTED_KEY]
+if selected is not None and selected < 0 and -1 - selected >= len(uploads.names):
+    selected = st.session_state[SELECTED_KEY] = None
+
+st.plotly_chart(
+    map_figure(points, colour, uploads, selected),
+    key="map_chart",
+    on_select=select_from_chart,
+    selection_mode="points",
+    width="stretch",
+    config={"scrollZoom": True, "displaylogo": False},
+)
+st.caption(
+    f"{projection.n_points:,} images · UMAP, {projection.info.umap['n_neighbors']} neighbours, "
+    f"seed {projection.info.seed} · colour: "
+    + ("the caption's first word" if colour == COLOURS[0] else "cosine to the nearest other image")
+)
+
+st.number_input(
+    "Pick an image by id",
+    min_value=0,
+    max_value=index.count - 1,
+    value=None,
+    step=1,
+    key="map_point",
+    on_change=select_from_input,
+    placeholder=f"0 – {index.count - 1}",
+)
+if selected is None:
+    st.info("Click a point on the map, or type an image id, to see its nearest neighbours.")
+elif selected >= 0:
+    show_training_point(index, int(selected), projection)
+else:
+    show_upload(index, uploads, -1 - int(selected), files)

@@ -1,0 +1,107 @@
+"""Duplicates page (AppTest): planted near-duplicate groups appear as clusters with the kept
+image marked, counts and exports match, the threshold and 'show more' work."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from lib.duplicates import DEFAULT_DUPLICATE_THRESHOLD, find_duplicates
+from lib.index import build_index, open_index
+from tests.synthetic import scene, write_scenes
+
+PAGE = "../pages/duplicates.py"
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 distinct scenes; scene 3 with a crop and a larger resize (kept), scene 7 with a
+    brightened copy: 2 clusters, 5 images, 3 removable at cosine 0.9."""
+    root = tmp_path_factory.mktemp("dup_page")
+    folder = root / "train"
+    write_scenes(folder, range(30))
+    scene(3).crop((4, 3, 156, 117)).resize((160, 120)).save(folder / "dupA_crop.png")
+    scene(3).resize((320, 240)).save(folder / "dupA_big.png")
+    Image.eval(scene(7), lambda v: min(255, v + 12)).save(folder / "dupB_bright.png")
+    return build_index(folder, root / "idx", embedder="sscd-distilled").index.path
+
+
+def page(index_path: Path) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["index_path"] = str(index_path)
+    return at.run()
+
+
+def image_captions(at: AppTest) -> list[str]:
+    return [c for image in at.image for c in image.captions]
+
+
+def test_planted_clusters_counts_and_kept_images(planted: Path) -> None:
+    at = page(planted)
+    assert not at.exception
+    assert at.slider(key="dup_threshold").value == pytest.approx(DEFAULT_DUPLICATE_THRESHOLD)
+    at.slider(key="dup_threshold").set_value(0.9).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Clusters"] == "2"
+    assert metrics["Images in clusters"] == "5"
+    assert metrics["Removable"] == "3"
+    headings = [m.value for m in at.markdown if m.value.startswith("**Cluster")]
+    assert len(headings) == 2 and "3 images" in headings[0] and "2 images" in headings[1]
+    captions = image_captions(at)
+    assert len(captions) == 5
+    kept = [c for c in captions if c.startswith("✅ keep")]
+    assert len(kept) == 2 and "dupA_big.png" in kept[0]
+    # the others show their cosine to the kept image, at or above the threshold
+    scores = [float(c.rsplit("· ", 1)[1]) for c in captions if not c.startswith("✅")]
+    assert len(scores) == 3 and min(scores) >= 0.9
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Files to remove (3) · CSV", "All clusters · CSV", "All clusters · JSON"]
+    assert not [b for b in at.button if b.key == "dup_more"]
+
+
+def test_removal_csv_lists_every_image_but_the_kept_ones(planted: Path, tmp_path: Path) -> None:
+    report = find_duplicates(open_index(planted), 0.9)
+    text = report.removal_csv_text()
+    removed = sorted(Path(r["path"]).name for r in csv.DictReader(io.StringIO(text)))
+    assert removed == ["dupA_crop.png", "img_0003.png", "img_0007.png"]
+    report.write_removal_csv(tmp_path / "remove.csv")
+    assert (tmp_path / "remove.csv").read_bytes().decode("utf-8") == text
+    rows = list(csv.DictReader(io.StringIO(report.csv_text())))
+    assert len(rows) == 5 and sum(int(r["keep"]) for r in rows) == 2
+
+
+def test_strict_threshold_finds_nothing(planted: Path) -> None:
+    at = page(planted)
+    at.slider(key="dup_threshold").set_value(1.0).run()
+    assert not at.exception
+    assert "No near-duplicates at cosine ≥ 1.00" in at.success[0].value
+    assert {m.label: m.value for m in at.metric}["Clusters"] == "0"
+    assert not at.image and not at.get("download_button")
+
+
+def test_show_more_pages_through_many_clusters(tmp_path: Path) -> None:
+    folder = tmp_path / "train"
+    for path in write_scenes(folder, range(34)):
+        Image.eval(Image.open(path), lambda v: min(255, v + 12)).save(
+            path.with_name(f"{path.stem}_bright.png")
+        )
+    index_path = build_index(folder, tmp_path / "idx", embedder="sscd-distilled").index.path
+    at = page(index_path)
+    at.slider(key="dup_threshold").set_value(0.9).run()
+    assert {m.label: m.value for m in at.metric}["Clusters"] == "34"
+    assert len([m for m in at.markdown if m.value.startswith("**Cluster")]) == 30
+    more = [b for b in at.button if b.key == "dup_more"]
+    assert len(more) == 1 and "4 remaining" in more[0].label
+    more[0].click().run()
+    assert not at.exception
+    assert len([m for m in at.markdown if m.value.startswith("**Cluster")]) == 34
+    assert not [b for b in at.button if b.key == "dup_more"]
+    # a new threshold starts again from the first page
+    at.slider(key="dup_threshold").set_value(0.88).run()
+    assert len([m for m in at.markdown if m.value.startswith("**Cluster")]) == 30

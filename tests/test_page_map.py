@@ -1,0 +1,182 @@
+"""Map page (AppTest): the map is computed once and stored, drawn with caption groups or
+nearest-neighbour colours; picking a point shows its neighbours; uploads land as stars
+next to the image they copy."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lib.index import build_index, open_index
+from lib.projection import project, projection_dir
+from tests.synthetic import scene, write_families, write_scenes
+
+PAGE = "../pages/map.py"
+WORDS = ("red", "green", "blue")
+
+
+def build_captioned(root: Path) -> Path:
+    """4 families of 16 near-duplicates captioned '<colour> scene <seed> v<j>' (red: 0 and 3,
+    green: 1, blue: 2) and one lone image without a caption (its group: the folder name)."""
+    write_families(root / "train", range(4), words=WORDS)
+    write_scenes(root / "train", [99], prefix="lone")
+    return build_index(root / "train", root / "idx", embedder="sscd-distilled").index.path
+
+
+def family(hovertext: str) -> int:
+    return int(hovertext.split("<br>")[1].split("_")[1].split(".")[0])
+
+
+@pytest.fixture(scope="module")
+def mapped_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A captioned index whose map is already stored."""
+    path = build_captioned(tmp_path_factory.mktemp("map_page"))
+    project(open_index(path))
+    return path
+
+
+def page(index_path: Path) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["index_path"] = str(index_path)
+    return at.run()
+
+
+def figure(at: AppTest) -> dict[str, Any]:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def values(array: Any) -> np.ndarray:
+    """Plotly JSON arrays are lists or base64 typed arrays."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"])
+    return np.asarray(array)
+
+
+def row_of(at: AppTest, name: str) -> int:
+    for trace in figure(at)["data"]:
+        for row, text in zip(values(trace["customdata"]), trace["hovertext"], strict=True):
+            if f"<br>{name}<br>" in text:
+                return int(row)
+    raise AssertionError(f"{name} not on the map")
+
+
+def point(at: AppTest, row: int) -> np.ndarray:
+    for trace in figure(at)["data"]:
+        rows = values(trace["customdata"])
+        if row in rows:
+            i = int(np.flatnonzero(rows == row)[0])
+            return np.array([values(trace["x"])[i], values(trace["y"])[i]])
+    raise AssertionError(f"row {row} not on the map")
+
+
+def test_compute_button_stores_the_map_and_draws_every_image(tmp_path: Path) -> None:
+    index_path = build_captioned(tmp_path)
+    at = page(index_path)
+    assert not at.exception
+    assert "No map yet" in at.info[0].value and "65 images" in at.info[0].value
+    assert not at.get("plotly_chart")
+    at.button(key="map_compute").click().run()
+    assert not at.exception, at.exception
+    assert (projection_dir(index_path) / "coords.npy").is_file()
+    assert (projection_dir(index_path) / "reducer.joblib").is_file()
+    traces = figure(at)["data"]
+    assert sum(len(values(t["x"])) for t in traces) == 65
+    assert [t["name"] for t in traces] == ["red (32)", "blue (16)", "green (16)", "train (1)"]
+    assert all(t["type"] == "scattergl" for t in traces)
+    assert not at.warning, "65 images are not subsampled"
+    # the next visit loads the stored map: no button
+    again = page(index_path)
+    assert not [b for b in again.button if b.key == "map_compute"]
+    assert len(figure(again)["data"]) == 4
+
+
+def test_colour_by_nearest_neighbour_similarity(mapped_index: Path) -> None:
+    at = page(mapped_index)
+    at.radio(key="map_colour").set_value("nearest-neighbour similarity").run()
+    assert not at.exception
+    (trace,) = figure(at)["data"]
+    colours = values(trace["marker"]["color"])
+    assert len(colours) == 65 and "colorbar" in trace["marker"]
+    lone = trace["hovertext"][int(colours.argmin())]
+    assert "lone_0099.png" in lone
+    assert np.sort(colours)[1] > 0.9, "every other image has a near-duplicate"
+
+
+def test_picking_a_point_by_id_shows_it_and_its_neighbours(mapped_index: Path) -> None:
+    at = page(mapped_index)
+    assert "Click a point" in at.info[0].value
+    row = row_of(at, "fam_0002_v00.png")
+    at.number_input(key="map_point").set_value(row).run()
+    assert not at.exception
+    assert any(m.value == f"**#{row} blue scene 2 v00**" for m in at.markdown)
+    captions = [c for image in at.image for c in image.captions]
+    assert captions[0] == "fam_0002_v00.png"
+    neighbours = captions[1:]
+    assert len(neighbours) == 6 and not any(c.startswith(f"#{row} ") for c in neighbours)
+    assert all("blue scene 2 v" in c for c in neighbours)
+    scores = [float(c.rsplit("· ", 1)[1]) for c in neighbours]
+    assert scores == sorted(scores, reverse=True) and scores[-1] > 0.9
+    assert any(t["name"] == "selected" for t in figure(at)["data"])
+
+
+def test_uploaded_image_lands_next_to_the_image_it_copies(mapped_index: Path) -> None:
+    at = page(mapped_index)
+    buffer = io.BytesIO()
+    scene(1).resize((200, 150)).crop((5, 4, 195, 146)).save(buffer, format="PNG")
+    at.file_uploader(key="map_uploads").upload("my_generation.png", buffer.getvalue(), "image/png")
+    at.run()
+    assert not at.exception, at.exception
+    traces = figure(at)["data"]
+    stars = [t for t in traces if t["name"] == "your images"]
+    assert len(stars) == 1 and stars[0]["marker"]["symbol"] == "star"
+    assert stars[0]["text"] == ["my_generation.png"]
+    star = np.array([values(stars[0]["x"])[0], values(stars[0]["y"])[0]])
+    training = [t for t in traces if t["type"] == "scattergl"]
+    xy = np.concatenate([np.c_[values(t["x"]), values(t["y"])] for t in training])
+    fam = np.array([family(h) for t in training for h in t["hovertext"]])
+    distances = np.linalg.norm(xy - star, axis=1)
+    nearest = fam[np.argsort(distances)[:6]]
+    assert nearest[0] == 1 and (nearest == 1).sum() >= 5
+    assert distances.min() < 0.1 * np.ptp(xy, axis=0).max()
+    # picking the star (as a click would) lists its nearest training images
+    at.session_state["map_selected"] = -1
+    at.run()
+    assert any(m.value == "**Your image: my_generation.png**" for m in at.markdown)
+    captions = [c for image in at.image for c in image.captions]
+    assert captions[0] == "my_generation.png"
+    assert all("green scene 1 v" in c for c in captions[1:]) and len(captions) == 7
+
+
+def test_unreadable_upload_is_skipped_with_a_reason(mapped_index: Path) -> None:
+    at = page(mapped_index)
+    at.file_uploader(key="map_uploads").upload("broken.png", b"not an image", "image/png")
+    at.run()
+    assert not at.exception
+    assert any("broken.png" in w.value for w in at.warning)
+    assert not any(t["name"] == "your images" for t in figure(at)["data"])
+
+
+def test_a_subsampled_map_says_so_and_still_picks_any_image(
+    mapped_index: Path, tmp_path: Path
+) -> None:
+    index_path = Path(shutil.copytree(mapped_index, tmp_path / "idx"))
+    projection = project(open_index(index_path), max_points=20, force=True)
+    at = page(index_path)
+    assert not at.exception
+    assert "Showing a random 20 of the 65 images" in at.warning[0].value
+    assert sum(len(values(t["x"])) for t in figure(at)["data"]) == 20
+    hidden = next(r for r in range(65) if r not in set(projection.ids.tolist()))
+    at.number_input(key="map_point").set_value(hidden).run()
+    assert not at.exception
+    assert any("Not drawn on the map" in c.value for c in at.caption)
+    assert len([c for image in at.image for c in image.captions]) == 7

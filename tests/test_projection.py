@@ -1,0 +1,168 @@
+"""UMAP map of an index: stored beside it, reused, invalidated, subsampled; new images land
+next to the indexed image they copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lib.projection as projection_module
+from lib.index import ReplicaIndex, add_to_index, build_index, open_index
+from lib.projection import (
+    INFO_FILE,
+    OTHER_GROUP,
+    ProjectionError,
+    caption_groups,
+    load_projection,
+    project,
+    projection_dir,
+    top_groups,
+    transform,
+)
+from tests.synthetic import scene, write_families, write_scenes
+
+WORDS = ("red", "green", "blue")
+N = 4 * 16 + 1
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 families of 16 captioned near-duplicates and one lone image; the index folder."""
+    root = tmp_path_factory.mktemp("projection")
+    write_families(root / "train", range(4), words=WORDS)
+    write_scenes(root / "train", [99], prefix="lone")
+    return build_index(root / "train", root / "idx", embedder="sscd-distilled").index.path
+
+
+@pytest.fixture
+def index(built: Path, tmp_path: Path) -> ReplicaIndex:
+    """A private copy of the built index, so each test starts without a stored map."""
+    return open_index(shutil.copytree(built, tmp_path / "idx"))
+
+
+def families(index: ReplicaIndex) -> np.ndarray:
+    """(n,) the scene seed of each row (99 for the lone image)."""
+    return np.array([int(Path(p).stem.split("_")[1]) for p in index.metadata["path"]])
+
+
+def test_projection_is_stored_and_reused_without_refitting(
+    index: ReplicaIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages: list[str] = []
+    first = project(index, progress=lambda done, total, message="": stages.append(message))
+    assert first.coords.shape == (N, 2) and first.coords.dtype == np.float32
+    assert np.isfinite(first.coords).all() and first.coords.std(axis=0).min() > 0
+    assert first.ids.tolist() == list(range(N)) and not first.subsampled
+    assert any("fitting UMAP" in s for s in stages) and stages[-1] == "done"
+    folder = projection_dir(index)
+    assert first.path == folder
+    names = {"coords.npy", "ids.npy", "nn_similarity.npy", "reducer.joblib", INFO_FILE}
+    assert {p.name for p in folder.iterdir()} == names
+    info = json.loads((folder / INFO_FILE).read_text())
+    assert info["n_points"] == N and info["subsampled"] is False
+    assert info["index_updated"] == index.manifest.updated and info["umap"]["n_neighbors"] == 15
+    # nothing else was added to the index folder (no stray temporary folders)
+    assert sorted(p.name for p in index.path.iterdir()) == [
+        "index.faiss", "manifest.json", "metadata.parquet", "projection",
+    ]  # fmt: skip
+    mtime = (folder / "coords.npy").stat().st_mtime_ns
+
+    def refit(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stored projection must be reused, not refitted")
+
+    monkeypatch.setattr(projection_module, "_fit_umap", refit)
+    again = project(open_index(index.path))
+    assert np.array_equal(again.coords, first.coords)
+    assert (folder / "coords.npy").stat().st_mtime_ns == mtime
+
+
+def test_near_duplicates_are_map_neighbours_and_the_lone_image_has_the_lowest_nn(
+    index: ReplicaIndex,
+) -> None:
+    p = project(index)
+    fam = families(index)
+    # near-duplicates stay neighbours on the map
+    for row in np.flatnonzero(fam != 99):
+        distances = np.linalg.norm(p.coords - p.coords[row], axis=1)
+        assert fam[np.argsort(distances)[1]] == fam[row]
+    vectors = index.vectors()
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    np.testing.assert_allclose(p.nn_similarity, sims.max(axis=1), atol=1e-5)
+    lone = int(np.flatnonzero(fam == 99)[0])
+    assert p.nn_similarity.argmin() == lone
+    assert np.delete(p.nn_similarity, lone).min() > 0.9
+
+
+def test_transform_puts_an_edited_copy_next_to_its_source(index: ReplicaIndex) -> None:
+    p = project(index)
+    edited = scene(2).resize((200, 150)).crop((5, 4, 195, 146))
+    vector = index.create_embedder().embed_images([edited])
+    xy = transform(p, vector, index)
+    assert xy.shape == (1, 2) and xy.dtype == np.float32
+    fam = families(index)
+    distances = np.linalg.norm(p.coords - xy[0], axis=1)
+    nearest = fam[np.argsort(distances)[:6]]
+    assert nearest[0] == 2 and (nearest == 2).sum() >= 5, "lands among its family"
+    source = int(np.flatnonzero(index.metadata["path"].str.endswith("fam_0002_v00.png"))[0])
+    assert distances[source] < 0.1 * np.ptp(p.coords, axis=0).max()
+    # from the folder alone: the stored reducer and the index are loaded
+    from_disk = transform(index.path, vector)
+    np.testing.assert_allclose(from_disk, xy, atol=1e-4)
+    with pytest.raises(ValueError, match="shape"):
+        transform(p, np.zeros((1, 3), np.float32), index)
+
+
+def test_subsampling_above_max_points(index: ReplicaIndex) -> None:
+    p = project(index, max_points=20, seed=3)
+    assert p.subsampled and p.n_points == 20 and p.n_total == N
+    assert p.coords.shape == (20, 2)
+    assert np.all(np.diff(p.ids) > 0) and p.ids.min() >= 0 and p.ids.max() < N
+    info = json.loads((projection_dir(index) / INFO_FILE).read_text())
+    assert info["subsampled"] is True and info["n_points"] == 20 and info["n_total"] == N
+    # nearest-neighbour similarity is against the whole index, not just the subset
+    expected = projection_module.nearest_neighbour_similarity(index, p.ids)
+    np.testing.assert_allclose(p.nn_similarity, expected)
+    # the same seed picks the same subset; a different request refits
+    assert np.array_equal(projection_module._sample_rows(N, 20, 3), p.ids)
+    assert project(index).n_points == N
+
+
+def test_a_changed_index_drops_or_ignores_its_projection(index: ReplicaIndex) -> None:
+    project(index)
+    info_path = projection_dir(index) / INFO_FILE
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "index_updated": "2000-01-01T00:00:00+00:00"}))
+    assert load_projection(index) is None
+    info_path.write_text(json.dumps(info))
+    assert load_projection(index) is not None
+    # adding images rewrites the index folder atomically: the old map goes with it
+    extra = write_scenes(index.path.parent / "extra", [100, 101])
+    grown = add_to_index(index.path, extra).index
+    assert grown.count == N + 2 and not projection_dir(grown).exists()
+    assert load_projection(open_index(grown.path)) is None
+
+
+def test_caption_groups_and_top_groups() -> None:
+    meta = pd.DataFrame(
+        {
+            "caption": ["Grinning face", "", "grinning cat", None, "flag: France"],
+            "path": ["/a/x.png", "/data/cats/c.png", "/a/y.png", "/data/dogs/d.png", "/f.png"],
+        }
+    )
+    groups = caption_groups(meta)
+    assert groups == ["grinning", "cats", "grinning", "dogs", "flag"]
+    assert top_groups(groups, 1) == ["grinning", OTHER_GROUP, "grinning", OTHER_GROUP, OTHER_GROUP]
+
+
+def test_too_few_images_is_refused(tmp_path: Path) -> None:
+    write_scenes(tmp_path / "train", range(3))
+    index = build_index(tmp_path / "train", tmp_path / "idx", embedder="sscd-distilled").index
+    with pytest.raises(ProjectionError, match="at least 5 images"):
+        project(index)
+    assert not projection_dir(index).exists()
