@@ -7,22 +7,22 @@ import streamlit as st
 
 from pages.common import render_sidebar
 
-st.set_page_config(page_title="Replica", page_icon="🔎", layout="wide")
+st.set_page_config(page_title="Replica", page_icon=":material/image_search:", layout="wide")
 
 PAGES = {
     "Check images": [
-        st.Page("pages/search.py", title="Search", icon="🔎", default=True),
-        st.Page("pages/distributions.py", title="Distributions", icon="📊"),
+        st.Page("pages/search.py", title="Search", icon=":material/image_search:", default=True),
+        st.Page("pages/distributions.py", title="Distributions", icon=":material/bar_chart:"),
     ],
     "Explore the training set": [
-        st.Page("pages/map.py", title="Map", icon="🗺️"),
-        st.Page("pages/duplicates.py", title="Duplicates", icon="👯"),
+        st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),
+        st.Page("pages/duplicates.py", title="Duplicates", icon=":material/content_copy:"),
     ],
     "Evaluate": [
-        st.Page("pages/benchmark.py", title="Benchmark", icon="🧪"),
+        st.Page("pages/benchmark.py", title="Benchmark", icon=":material/science:"),
     ],
     "Manage": [
-        st.Page("pages/indexes.py", title="Indexes", icon="🗂️"),
+        st.Page("pages/indexes.py", title="Indexes", icon=":material/folder_managed:"),
     ],
 }
 

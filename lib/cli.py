@@ -101,7 +101,8 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     print(f"created    {m.created}   updated: {m.updated}")
     print(f"sources    {', '.join(m.sources)}")
     print(
-        f"verdicts   copy if calibrated >= {cal.copy_threshold:.3f} "
+        f"verdicts   copy if calibrated >= {cal.copy_threshold:.3f} or raw >= "
+        f"{cal.identical_threshold:.2f} "
         f"({cal.false_alarm_rate:.0%} false alarms on the index's null), "
         f"similar if >= {cal.similar_threshold:.3f}"
     )
@@ -159,6 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             calibration=_calibration(index, args.false_alarm_rate),
             progress=progress,
+            regions=args.regions,
         )
     if args.json:
         _print_json([r.to_dict() for r in results])
@@ -179,6 +181,11 @@ def _print_result(r: Any) -> None:
     for m in r.matches:
         caption = f'  "{m.caption}"' if m.caption else ""
         print(f"  #{m.rank}  raw {m.score:.3f}  calibrated {m.calibrated:+.3f}  {m.path}{caption}")
+        if m.region_score is not None:
+            print(
+                f"       region {m.region_score:.3f} (global {m.global_score:.3f}): "
+                f"query box {m.query_box} ~ match box {m.match_box}"
+            )
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -313,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="operating point: share of unrelated images flagged (default 0.02)",
     )
     search.add_argument("--json", action="store_true")
+    search.add_argument(
+        "--regions",
+        action="store_true",
+        help="re-rank the top 10 by overlapping crops: finds objects pasted into a new "
+        "scene; about 10x slower per query",
+    )
     search.set_defaults(func=cmd_search)
 
     scan = sub.add_parser("scan", help="replication statistics for a folder of generations")

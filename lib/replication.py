@@ -103,7 +103,12 @@ def stats_from_scores(
     return ReplicationStats(
         name=name,
         n=n,
-        copy_rate=float(np.mean(calibrated >= calibration.copy_threshold)),
+        copy_rate=float(
+            np.mean(
+                (calibrated >= calibration.copy_threshold)
+                | (raw >= calibration.identical_threshold)
+            )
+        ),
         rate_above_threshold=float(np.mean(raw > threshold)),
         threshold=threshold,
         mean_top1=float(raw.mean()),

@@ -22,7 +22,7 @@ BENCH_ROOT = DATA_DIR / "cache"
 REPORT_ROOT = DATA_DIR.parent / "reports"
 RESULT_KEY = "bench_result_dir"
 
-st.header("🧪 Benchmark: which detector to trust?")
+st.header("Benchmark: which detector to trust?")
 st.caption(
     "Synthetic copies with known sources (edits, pasted objects, cut-mix boxes) and "
     "look-alike distractors; every embedder is scored on the same queries."

@@ -71,7 +71,7 @@ def show_error(what: str, exc: BaseException, hint: str = "") -> None:
     message = f"**{what}.** {exc}"
     if hint:
         message += f"\n\n{hint}"
-    st.error(message, icon="⚠️")
+    st.error(message, icon=":material/error:")
 
 
 def streamlit_progress(label: str) -> Any:

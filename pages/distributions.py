@@ -29,7 +29,7 @@ from pages.common import (
 REPORT_KEY = "dist_report"
 BASELINE_KEY = "dist_baseline"
 
-st.header("📊 Distributions: how much does a set of generations copy?")
+st.header("Distributions: how much does a set of generations copy?")
 index = current_index()
 if index is None:
     st.stop()

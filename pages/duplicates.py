@@ -36,7 +36,7 @@ def show_cluster(cluster: DuplicateCluster) -> None:
     columns = st.columns(MAX_MEMBERS)
     for col, m in zip(columns, members, strict=False):
         name = m.caption or file_label(m.path)
-        label = f"✅ keep · #{m.id} {name}" if m.keep else f"#{m.id} {name} · {m.similarity:.3f}"
+        label = f"KEEP · #{m.id} {name}" if m.keep else f"#{m.id} {name} · {m.similarity:.3f}"
         thumb = cached_thumbnail(m.path, THUMB)
         if thumb is None:
             col.caption(f"{label} (image not readable)")
@@ -46,7 +46,7 @@ def show_cluster(cluster: DuplicateCluster) -> None:
         st.caption(f"… and {hidden} more in this cluster (all listed in the CSV).")
 
 
-st.header("👯 Duplicates: near-copies inside the training set")
+st.header("Duplicates: near-copies inside the training set")
 index = current_index()
 if index is None:
     st.stop()

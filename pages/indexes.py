@@ -266,7 +266,7 @@ def delete_callback(target: str) -> None:
     st.session_state[RESULT_KEY] = {"level": "success", "text": f"Deleted index **{name}**."}
 
 
-st.header("🗂️ Indexes: build, extend and delete")
+st.header("Indexes: build, extend and delete")
 try:
     app_config = load_config()
 except (OSError, ValueError) as exc:

@@ -235,7 +235,7 @@ def show_upload(index: ReplicaIndex, uploads: Uploads, which: int, files: dict[s
         neighbour_row(result.matches)
 
 
-st.header("🗺️ Map of the training set")
+st.header("Map of the training set")
 index = current_index()
 if index is None:
     st.stop()

@@ -29,9 +29,9 @@ from pages.common import current_embedder, current_index, file_label, show_error
 
 ROW_HEIGHT = 170
 VERDICT_BADGES = {
-    "copy": ("COPY", "red", "🚨"),
-    "similar": ("SIMILAR", "orange", "🔶"),
-    "none": ("NO CLEAR MATCH", "green", "✅"),
+    "copy": ("COPY", "red", ":material/warning:"),
+    "similar": ("SIMILAR", "orange", ":material/help:"),
+    "none": ("NO CLEAR MATCH", "green", ":material/check_circle:"),
 }
 OPERATING_POINTS = {
     "strict (0.5% false alarms)": 0.005,
@@ -48,7 +48,7 @@ def sample_captions(folder: str) -> dict[str, str]:
     return {str(p): read_caption(p) or p.name for p in list_image_files(folder)}
 
 
-st.header("🔎 Search: did this image copy a training image?")
+st.header("Search: did this image copy a training image?")
 index = current_index()
 if index is None:
     st.stop()
@@ -128,7 +128,8 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
     )
     st.caption(
         f"{result.explanation()} Calibrated score {result.score:+.3f} "
-        f"(copy at ≥ {calibration.copy_threshold:.3f}); raw cosine {result.raw_score:.3f}."
+        f"(copy at ≥ {calibration.copy_threshold:.3f}); raw cosine {result.raw_score:.3f} "
+        f"(copy at ≥ {calibration.identical_threshold:.2f} whatever the background)."
     )
     cols = st.columns(len(result.matches) + 1)
     image = query_image(data)

@@ -77,7 +77,13 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     if not embedders:
         raise UsageError("--embedders names no embedder")
     with _progress(args, "embedding") as progress:
-        report = evaluate(args.benchmark_dir, embedders, top_k=args.top_k, progress=progress)
+        report = evaluate(
+            args.benchmark_dir,
+            embedders,
+            top_k=args.top_k,
+            progress=progress,
+            regions=args.regions,
+        )
     out = Path(args.out) if args.out else Path(args.benchmark_dir) / "results"
     report.write(out)
     if args.json:
@@ -130,4 +136,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--top-k", type=int, default=10)
     run.add_argument("--out", help="results folder (default BENCHMARK_DIR/results)")
     run.add_argument("--json", action="store_true", help="print results.json")
+    run.add_argument(
+        "--regions",
+        action="store_true",
+        help="also score each embedder with region re-ranking (rows '<embedder>+regions')",
+    )
     run.set_defaults(func=cmd_bench_run)

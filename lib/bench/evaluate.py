@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from lib.embedders import EMBEDDERS, EmbedderUnavailable, create_embedder
 from lib.embedding import embed_files
 from lib.index import build_index
 from lib.progress import ProgressCallback
-from lib.search import QueryResult, rank_vectors
+from lib.regions import DEFAULT_SHORTLIST
+from lib.search import QueryResult, rank_vectors, rerank_results
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,12 @@ def evaluate(
     *,
     top_k: int = 10,
     progress: ProgressCallback | None = None,
+    regions: bool = False,
 ) -> BenchReport:
     """Score each embedder on the benchmark; an embedder that cannot be created here
     (missing package or weights) is listed in ``report.unavailable`` instead.
+    ``regions``: also score each embedder with region re-ranking (:mod:`lib.regions`)
+    as a row named "<embedder>+regions"; its ``query_seconds`` adds the re-ranking.
 
     Raises:
         BenchmarkNotFound: no manifest in ``benchmark_dir``.
@@ -80,7 +85,7 @@ def evaluate(
     for i, name in enumerate(embedders):
         sub = _offset(progress, i * per_embedder, total, name)
         try:
-            results.append(_run_one(root, manifest, name, top_k, sub))
+            results.extend(_run_one(root, manifest, name, top_k, sub, regions))
         except EmbedderUnavailable as exc:
             log.warning("skipping embedder %s: %s", name, exc)
             unavailable[name] = str(exc)
@@ -104,7 +109,8 @@ def _run_one(
     name: str,
     top_k: int,
     progress: ProgressCallback | None,
-) -> EmbedderResult:
+    regions: bool = False,
+) -> list[EmbedderResult]:
     model = create_embedder(name)
     ref_paths = [root / r.file for r in manifest.references]
     query_paths = [root / q.file for q in manifest.queries]
@@ -119,17 +125,56 @@ def _run_one(
         embedded = embed_files(query_paths, model, dedupe=False, progress=query_progress)
         query_seconds = time.perf_counter() - started
         labels = [r.path for r in embedded.records]
-        ranked = rank_vectors(built.index, embedded.vectors, labels, top_k=top_k)
+        k = max(top_k, DEFAULT_SHORTLIST) if regions else top_k
+        ranked = rank_vectors(built.index, embedded.vectors, labels, top_k=k)
         calibration = built.index.calibration
+        reranked, rerank_seconds = None, 0.0
+        if regions:
+            started = time.perf_counter()
+            reranked = rerank_results(built.index, model, ranked, None, top_k=top_k)
+            rerank_seconds = time.perf_counter() - started
+            log.info("%s+regions: %.1f ms per query", name, 1000 * rerank_seconds / len(labels))
+        ranked = [replace(r, matches=r.matches[:top_k]) for r in ranked]
     ref_ids = {
         str(p.resolve()): r.file for p, r in zip(ref_paths, manifest.references, strict=True)
     }
-    outcomes = _outcomes(root, manifest, ranked, ref_ids)
+    rows = [(name, ranked, query_seconds)]
+    if reranked is not None:
+        rows.append((f"{name}+regions", reranked, query_seconds + rerank_seconds))
+    return [
+        _embedder_result(
+            row_name,
+            model,
+            built.index.count,
+            ref_seconds,
+            seconds,
+            calibration,
+            _outcomes(root, manifest, results, ref_ids),
+            manifest,
+            top_k,
+            embedded.skipped,
+        )
+        for row_name, results, seconds in rows
+    ]
+
+
+def _embedder_result(
+    name: str,
+    model: Any,
+    n_references: int,
+    ref_seconds: float,
+    query_seconds: float,
+    calibration: Any,
+    outcomes: list[QueryOutcome],
+    manifest: BenchmarkManifest,
+    top_k: int,
+    skipped: list[Any],
+) -> EmbedderResult:
     return EmbedderResult(
         name=name,
         description=model.config.description,
         dim=model.dim,
-        n_references=built.index.count,
+        n_references=n_references,
         n_queries=len(outcomes),
         reference_seconds=ref_seconds,
         query_seconds=query_seconds,
@@ -141,7 +186,7 @@ def _run_one(
         overall=_metrics(outcomes, None, top_k),
         per_kind={k: _metrics(outcomes, k, top_k) for k in manifest.kinds()},
         queries=outcomes,
-        skipped=[s.path for s in embedded.skipped],
+        skipped=[s.path for s in skipped],
     )
 
 
