@@ -23,6 +23,7 @@ from lib.images import (
     load_image,
     read_caption,
 )
+from lib.regions import compare_regions, region_heatmap
 from lib.search import QueryResult, search_images
 from lib.st_cache import cached_thumbnail
 from pages.common import current_embedder, current_index, file_label, show_error
@@ -65,6 +66,10 @@ operating_point = controls[1].selectbox(
 )
 calibration = index.calibration.with_false_alarm_rate(OPERATING_POINTS[operating_point])
 
+regions = st.toggle(
+    "Match regions too (finds objects pasted into new scenes; about 1 s more per image)",
+    key="search_regions",
+)
 uploads = st.file_uploader(
     "Drop one or many images",
     type=sorted(s.lstrip(".") for s in IMAGE_SUFFIXES),
@@ -108,7 +113,9 @@ embedder = current_embedder()
 if embedder is None:
     st.stop()
 with st.spinner(f"Searching {len(queries)} image(s)…"):
-    results = search_images(index, queries, embedder=embedder, top_k=top_k, calibration=calibration)
+    results = search_images(
+        index, queries, embedder=embedder, top_k=top_k, calibration=calibration, regions=regions
+    )
 
 
 def query_image(data: bytes) -> Image.Image | None:
@@ -140,8 +147,9 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
         if thumb is not None:
             col.image(thumb)
         col.markdown(
-            f"**#{match.rank}** raw **{match.score:.3f}** · cal {match.calibrated:+.3f}  \n"
-            f"{match.caption or ''}  \n`{file_label(match.path)}`"
+            f"**#{match.rank}** raw **{match.score:.3f}** · cal {match.calibrated:+.3f}"
+            + (f" · region {match.region_score:.3f}" if match.region_score is not None else "")
+            + f"  \n{match.caption or ''}  \n`{file_label(match.path)}`"
         )
 
 
@@ -167,7 +175,7 @@ if good:
     if query_img is not None and match_img is not None:
         mode = st.radio(
             "View",
-            ["side by side", "slider", "blink", "difference"],
+            ["side by side", "slider", "blink", "difference", "regions"],
             horizontal=True,
             key="search_view",
         )
@@ -186,6 +194,17 @@ if good:
                 blink_gif(query_img, match_img),
                 width=384,
                 caption="alternates query and training image",
+            )
+        elif mode == "regions":
+            with st.spinner("Matching crops of both images…"):
+                region_match = compare_regions(embedder, query_img, match_img)
+            left, right = st.columns(2)
+            marked_query, marked_match = region_heatmap(query_img, match_img, region_match)
+            left.image(fit_height(marked_query, 384), caption="query: best-matching crops")
+            right.image(fit_height(marked_match, 384), caption="training image: their matches")
+            st.caption(
+                f"Best crop pair: cosine {region_match.score:.3f}. Boxes of one colour match "
+                "each other (thickest = best); red tint = query areas whose crops match best."
             )
         else:
             st.image(

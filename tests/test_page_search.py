@@ -48,7 +48,7 @@ def test_demo_copy_is_found_with_scores_and_a_verdict(small_index: Path) -> None
     explanation = at.caption[0].value
     assert "Calibrated score" in explanation and "raw cosine" in explanation
     # the detail view compares the chosen pair in every mode
-    for mode in ("slider", "blink", "difference"):
+    for mode in ("slider", "blink", "difference", "regions"):
         at.radio(key="search_view").set_value(mode).run()
         assert not at.exception
     assert at.get("download_button")
@@ -68,3 +68,15 @@ def test_operating_point_changes_the_copy_threshold(small_index: Path) -> None:
         return float(text.split("copy at ≥ ")[1].split(")")[0])
 
     assert threshold(sensitive_caption) < threshold(strict_caption)
+
+
+def test_region_matching_toggle_reranks_and_marks_matches(small_index: Path) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["index_path"] = str(small_index)
+    at.run()
+    at.toggle(key="search_regions").set_value(True).run()
+    at.button(key="search_demo").click().run()
+    assert not at.exception
+    cards = [m.value for m in at.markdown if m.value.startswith("**#")]
+    assert len(cards) == 5
+    assert all("region" in card for card in cards), "re-ranked matches show their region score"
