@@ -12,6 +12,7 @@ from lib.index import is_index
 PAGES = {
     "pages/search.py": "Search",
     "pages/distributions.py": "Distributions",
+    "pages/generate.py": "Generate",
     "pages/map.py": "Map",
     "pages/duplicates.py": "Duplicates",
     "pages/benchmark.py": "Benchmark",

@@ -1,0 +1,122 @@
+# Generate page: make images with a bundled model (trained by this project on OpenMoji
+# subsets) or a local diffusers pipeline, see each beside its top-1 training match with a
+# verdict, and send the batch to the Distributions page.
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from lib.app_config import load_config
+from lib.diffusion.pipelines import (
+    DEFAULT_MODELS_ROOT,
+    ONLY_BUNDLED,
+    bundled_models,
+    generate,
+    load_pipeline,
+)
+from lib.diffusion.sample import sample
+from lib.search import search_files
+from lib.st_cache import cached_thumbnail
+from pages.common import (
+    LAST_BATCH_KEY,
+    current_embedder,
+    current_index,
+    show_error,
+    streamlit_progress,
+)
+
+BATCH_KEY = "generate_batch"
+
+st.header("Generate: make images and check them against the training set")
+index = current_index()
+if index is None:
+    st.stop()
+config = load_config()
+
+models = bundled_models(DEFAULT_MODELS_ROOT)
+sources = ["a bundled model", "a local diffusers pipeline"]
+source = st.radio("Generate with", sources, horizontal=True, key="generate_source")
+model_path: Path | None = None
+pipeline_dir: Path | None = None
+prompt = ""
+if source == "a bundled model":
+    if not models:
+        st.info(
+            f"No bundled model yet under `{DEFAULT_MODELS_ROOT}`: train one with "
+            "`python -m lib train ...` and `python -m lib model export ...` (see the README), "
+            "or use a local pipeline folder."
+        )
+    else:
+        picked = st.selectbox(
+            "Model",
+            models,
+            key="generate_model",
+            format_func=lambda m: f"{m.name} (trained on {m.manifest.n_train} images)",
+        )
+        model_path = picked.path
+else:
+    st.caption(ONLY_BUNDLED + " unless you give a pipeline folder saved with save_pretrained.")
+    folder = st.text_input("Pipeline folder (inside an allowed root)", key="generate_pipeline")
+    prompt = st.text_input("Prompt (text-to-image pipelines only)", key="generate_prompt")
+    if folder:
+        try:
+            pipeline_dir = config.allowed_image_dir(folder)
+        except (PermissionError, FileNotFoundError) as exc:
+            show_error("That folder cannot be used", exc, "Pick a folder inside an allowed root.")
+
+cols = st.columns(3)
+n = int(cols[0].number_input("Images", 1, 256, 16, key="generate_n"))
+seed = int(cols[1].number_input("Seed", 0, 1_000_000, 0, key="generate_seed"))
+steps = int(cols[2].number_input("Steps", 1, 1000, 50, key="generate_steps"))
+ready = model_path is not None or pipeline_dir is not None
+if st.button("Generate", key="generate_run", type="primary", disabled=not ready):
+    try:
+        if model_path is not None:
+            callback, bar = streamlit_progress("Denoising")
+            images = sample(model_path, n, steps=steps, seed=seed, progress=callback)
+            bar.empty()
+        else:
+            with st.spinner("Loading the pipeline and generating…"):
+                images = generate(
+                    load_pipeline(pipeline_dir), prompt or None, n, steps=steps, seed=seed
+                )
+        out = config.upload_root / f"generated-{uuid.uuid4().hex[:8]}"
+        out.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            image.save(out / f"gen_{i:04d}.png")
+        st.session_state[BATCH_KEY] = str(out)
+        st.session_state[LAST_BATCH_KEY] = str(out)
+    except (ValueError, OSError, RuntimeError) as exc:
+        show_error("Generation failed", exc, "Check the model folder, the prompt and the steps.")
+
+batch = st.session_state.get(BATCH_KEY)
+if not batch or not Path(batch).is_dir():
+    st.stop()
+files = sorted(Path(batch).glob("*.png"))
+embedder = current_embedder()
+with st.spinner("Searching the training set…"):
+    results = search_files(index, files, embedder=embedder, top_k=1)
+copies = sum(r.verdict == "copy" for r in results)
+st.markdown(f"**{len(results)} generations**, {copies} flagged as copies · batch `{batch}`")
+if st.button("Measure this batch on the Distributions page", key="generate_to_distributions"):
+    st.switch_page("pages/distributions.py")
+per_row = 4
+for start in range(0, len(results), per_row):
+    cols = st.columns(per_row)
+    for col, result in zip(cols, results[start : start + per_row], strict=False):
+        with col.container(border=True):
+            pair = st.columns(2)
+            generated = cached_thumbnail(result.query, 110)
+            if generated is not None:
+                pair[0].image(generated, caption="generated")
+            top = result.top
+            if top is not None:
+                match = cached_thumbnail(top.path, 110)
+                if match is not None:
+                    pair[1].image(match, caption=top.caption or Path(top.path).name)
+            st.markdown(
+                f"**{result.verdict.upper()}** · raw {result.raw_score:.3f} · "
+                f"cal {result.score:+.3f}"
+            )
