@@ -2,9 +2,11 @@
 
 For 10k, 100k and 1M seeded random vectors (normal, then L2-normalised) it times, in the
 same run and interleaved query by query (rotating which goes first), on the very same
-memory: FAISS as lib.index runs it (library defaults), FAISS on one OpenMP thread, FAISS
+memory: FAISS with the library defaults, FAISS on one OpenMP thread, FAISS
 with BLAS for batches (``distance_compute_blas_threshold = 20``: faiss 1.15's default of
-128,000 sends a batch of 64 down the one-query-at-a-time path), and the baseline, a numpy
+128,000 sends a batch of 64 down the one-query-at-a-time path), ``replica`` (what
+lib.index runs: lib.faiss_search.search_flat, one thread below 20 queries and BLAS from
+20 on), and the baseline, a numpy
 brute force (matmul, argpartition, sort of the top k):
 
   single  one query at a time, k=32 (what lib.search asks for): p50 and p99 in ms;
@@ -35,6 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.calibration import NEIGHBOURS
+from lib.faiss_search import search_flat
+
+FAISS_DEFAULT_BLAS_THRESHOLD = 128_000  # faiss 1.15's distance_compute_blas_threshold
 
 DIM = 512
 BATCH = 64
@@ -80,36 +85,37 @@ def ms(x: list[float], q: float) -> float:
 
 
 def searchers(index: Any, base: np.ndarray, k: int) -> dict[str, Callable[[np.ndarray], Any]]:
-    """Name -> search(queries) -> ids. "faiss" is FAISS as lib.index runs it (defaults:
-    OpenMP on every core; faiss 1.15 uses BLAS only from 128,000 queries per call on);
-    "faiss_1thread" one OpenMP thread; "faiss_blas" BLAS from 20 queries on (the old
-    default); "numpy" the baseline."""
+    """Name -> search(queries) -> ids. "faiss" is FAISS with its defaults (OpenMP on every
+    core; faiss 1.15 uses BLAS only from 128,000 queries per call on); "faiss_1thread" one
+    OpenMP thread; "faiss_blas" BLAS from 20 queries on (the old default); "replica"
+    lib.faiss_search.search_flat, which lib.index runs; "numpy" the baseline."""
     import faiss
 
     threads = faiss.omp_get_max_threads()
-    blas_threshold = faiss.cvar.distance_compute_blas_threshold
 
     def faiss_with(n_threads: int, threshold: int) -> Callable[[np.ndarray], Any]:
         def run(q: np.ndarray) -> Any:
+            before = faiss.cvar.distance_compute_blas_threshold
             faiss.omp_set_num_threads(n_threads)
             faiss.cvar.distance_compute_blas_threshold = threshold
             try:
                 return index.search(q, k)[1]
             finally:
                 faiss.omp_set_num_threads(threads)
-                faiss.cvar.distance_compute_blas_threshold = blas_threshold
+                faiss.cvar.distance_compute_blas_threshold = before
 
         return run
 
     return {
-        "faiss": faiss_with(threads, blas_threshold),
-        "faiss_1thread": faiss_with(1, blas_threshold),
+        "faiss": faiss_with(threads, FAISS_DEFAULT_BLAS_THRESHOLD),
+        "faiss_1thread": faiss_with(1, FAISS_DEFAULT_BLAS_THRESHOLD),
         "faiss_blas": faiss_with(threads, 20),
+        "replica": lambda q: search_flat(index, q, k)[1],
         "numpy": lambda q: numpy_search(base, q, k),
     }
 
 
-SINGLE = ("faiss", "faiss_1thread", "numpy")  # faiss_blas is faiss itself for one query
+SINGLE = ("faiss", "faiss_1thread", "replica", "numpy")  # faiss_blas: as faiss for one
 
 
 def measure(n: int, n_queries: int, n_batches: int, k: int, seed: int) -> dict[str, Any]:
@@ -127,14 +133,14 @@ def measure(n: int, n_queries: int, n_batches: int, k: int, seed: int) -> dict[s
     for i in range(n_queries):
         q = queries[i : i + 1]
         ids = {}
-        for m in SINGLE[i % 3 :] + SINGLE[: i % 3]:  # rotate: no method always goes first
+        for m in SINGLE[i % 4 :] + SINGLE[: i % 4]:  # rotate: no method always goes first
             t0 = time.perf_counter()
             ids[m] = methods[m](q)
             single[m].append(time.perf_counter() - t0)
         agree += int(set(ids["faiss"][0].tolist()) == set(ids["numpy"][0].tolist()))
     for b in range(n_batches):
         qb = queries[b * BATCH : (b + 1) * BATCH]
-        for m in names[b % 4 :] + names[: b % 4]:
+        for m in names[b % 5 :] + names[: b % 5]:
             t0 = time.perf_counter()
             methods[m](qb)
             batch[m] += time.perf_counter() - t0
@@ -176,7 +182,8 @@ def main() -> None:
         r = rows[-1]
         print(
             f"n={n}: p50 ms faiss {r['faiss_p50_ms']:.2f}, 1 thread "
-            f"{r['faiss_1thread_p50_ms']:.2f}, numpy {r['numpy_p50_ms']:.2f}",
+            f"{r['faiss_1thread_p50_ms']:.2f}, replica {r['replica_p50_ms']:.2f}, "
+            f"numpy {r['numpy_p50_ms']:.2f}",
             file=sys.stderr,
             flush=True,
         )
@@ -190,7 +197,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        for m in ("faiss", "faiss_1thread", "faiss_blas", "numpy"):
+        for m in ("faiss", "faiss_1thread", "faiss_blas", "replica", "numpy"):
             if f"{m}_p50_ms" in r:
                 p50, p99 = f"{r[f'{m}_p50_ms']:.2f}", f"{r[f'{m}_p99_ms']:.2f}"
                 speed = f"{r[f'numpy_p50_over_{m}_p50']:.2f}"

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from lib.faiss_search import search_flat
+
 NEIGHBOURS = 32
 """Neighbours fetched per query to estimate the background (plus top-k)."""
 
@@ -151,7 +153,7 @@ def fit_calibration(
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
     k = min(n, NEIGHBOURS + 16)
-    sims, ids = faiss_index.search(np.ascontiguousarray(vectors[rows]), k)
+    sims, ids = search_flat(faiss_index, np.ascontiguousarray(vectors[rows]), k)
     null_cal, null_raw = [], []
     for j, row in enumerate(rows):
         valid = ids[j] >= 0

@@ -28,6 +28,7 @@ import pandas as pd
 from lib.calibration import Calibration, fit_calibration
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
+from lib.faiss_search import search_flat
 from lib.images import SkippedFile, list_image_files
 from lib.progress import ProgressCallback
 
@@ -159,7 +160,7 @@ class ReplicaIndex:
                 f"queries must have shape (n, {self.manifest.dim}), got {queries.shape}"
             )
         k = max(1, int(k))
-        sims, ids = self.faiss.search(queries, k)
+        sims, ids = search_flat(self.faiss, queries, k)
         sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
         return sims, ids
 
