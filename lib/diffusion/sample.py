@@ -17,7 +17,16 @@ from PIL import Image
 from lib.progress import ProgressCallback, report
 
 SAMPLERS = ("ddim", "dpm")
-"""``ddim``: DDIMScheduler (eta 0); ``dpm``: DPMSolverMultistepScheduler (DPM-Solver++ 2M)."""
+"""``ddim``: DDIMScheduler (eta 0); ``dpm``: DPMSolverMultistepScheduler (DPM-Solver++ 2M).
+
+Both start at the last training timestep (``timestep_spacing="trailing"``). With diffusers'
+default "leading" spacing 50 DDIM steps start at t=980, where the cosine schedule still
+keeps a visible share of the image, so pure noise there is the wrong starting point and
+every sample came out with a tinted, noisy background (seen on the OpenMoji models).
+DPM-Solver++ predicts x0 and divides by alpha_t, which is near 0 at the start of the
+cosine schedule: without clipping that x0 (``thresholding``) and the lowest log-SNR
+(``lambda_min_clipped``, the value diffusers documents for this schedule) it returned
+pure noise."""
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = 50
 
@@ -67,10 +76,16 @@ def make_sampler(name: str, scheduler_config: dict[str, Any]) -> Any:
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
     if name == "ddim":
-        return DDIMScheduler.from_config(scheduler_config)
+        return DDIMScheduler.from_config(scheduler_config, timestep_spacing="trailing")
     if name == "dpm":
         return DPMSolverMultistepScheduler.from_config(
-            scheduler_config, algorithm_type="dpmsolver++", solver_order=2
+            scheduler_config,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="trailing",
+            thresholding=True,
+            sample_max_value=1.0,
+            lambda_min_clipped=-5.1,
         )
     raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
