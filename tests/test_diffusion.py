@@ -130,6 +130,23 @@ def test_resume_refuses_a_changed_config_but_extends_steps() -> None:
     assert TINY.resumed_with(steps=8, lr=TINY.lr).steps == 8
     with pytest.raises(ValueError, match="divisible"):
         TrainConfig(image_size=18, block_channels=(8, 16, 16))
+    with pytest.raises(ValueError, match="prediction_type"):
+        TrainConfig(prediction_type="sample")
+
+
+def test_v_target_is_the_image_at_high_noise_and_the_noise_at_low_noise() -> None:
+    import torch
+
+    from lib.diffusion.config import build_noise_scheduler
+
+    scheduler = build_noise_scheduler(TINY)
+    assert scheduler.config.prediction_type == "v_prediction"
+    image = torch.rand(2, 3, 16, 16) * 2 - 1
+    noise = torch.randn(2, 3, 16, 16)
+    high = scheduler.get_velocity(image, noise, torch.tensor([999, 999]))
+    low = scheduler.get_velocity(image, noise, torch.tensor([0, 0]))
+    torch.testing.assert_close(high, -image, atol=0.02, rtol=0)
+    torch.testing.assert_close(low, noise, atol=0.05, rtol=0)
 
 
 # ---------------------------------------------------------------- export and sampling
@@ -147,6 +164,8 @@ def test_export_writes_fp16_weights_and_a_manifest(models_root: Path, run: Any) 
         dtypes = {str(fh.get_tensor(k).dtype) for k in fh.keys()}  # noqa: SIM118
     assert dtypes == {"torch.float16"}
     assert (folder / "model_index.json").is_file()
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == TINY.prediction_type == "v_prediction"
 
 
 def test_sampling_is_seeded_and_independent_of_batch_size(

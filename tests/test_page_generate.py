@@ -32,7 +32,12 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pa
     return index, pipe_dir
 
 
-def test_local_pipeline_generates_a_searched_batch(workspace: tuple[Path, Path]) -> None:
+def test_local_pipeline_generates_a_searched_batch(
+    workspace: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lib.diffusion.pipelines
+
+    monkeypatch.setattr(lib.diffusion.pipelines, "DEFAULT_MODELS_ROOT", tmp_path / "no-models")
     index, pipe_dir = workspace
     at = AppTest.from_file(PAGE, default_timeout=180)
     at.session_state["index_path"] = str(index)
@@ -67,3 +72,25 @@ def test_pipeline_outside_allowed_roots_is_refused(workspace: tuple[Path, Path])
     at.text_input(key="generate_pipeline").set_value("/etc").run()
     assert "outside the allowed folders" in at.error[0].value
     assert at.button(key="generate_run").disabled
+
+
+def test_a_bundled_model_generates_with_progress(workspace: tuple[Path, Path]) -> None:
+    from lib.diffusion.pipelines import DEFAULT_MODELS_ROOT, bundled_models
+
+    index, _ = workspace
+    models = bundled_models(DEFAULT_MODELS_ROOT)
+    assert models, f"no bundled model under {DEFAULT_MODELS_ROOT}"
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["index_path"] = str(index)
+    at.run()
+    options = at.selectbox(key="generate_model").options
+    assert len(options) == len(models)
+    assert f"trained on {models[0].manifest.n_train} images" in options[0]
+    at.number_input(key="generate_n").set_value(2).run()
+    at.number_input(key="generate_steps").set_value(3).run()
+    at.button(key="generate_run").click().run()
+    assert not at.exception, at.exception
+    batch = Path(at.session_state["last_generated_batch"])
+    assert len(list(batch.glob("*.png"))) == 2
+    summary = [m.value for m in at.markdown if "generations" in m.value]
+    assert summary and summary[0].startswith("**2 generations**")

@@ -29,6 +29,7 @@ CONFIG_OPTIONS = {
     "batch_size": "--batch-size",
     "lr": "--lr",
     "ema_decay": "--ema-decay",
+    "prediction_type": "--prediction",
     "seed": "--seed",
     "steps": "--steps",
     "checkpoint_every": "--checkpoint-every",
@@ -250,6 +251,12 @@ def register(sub: Any) -> None:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--ema-decay", type=float)
+    train.add_argument(
+        "--prediction",
+        dest="prediction_type",
+        choices=("v_prediction", "epsilon"),
+        help="what the UNet predicts (default v_prediction)",
+    )
     train.add_argument("--seed", type=int, help="training seed (init, noise, data order)")
     train.add_argument("--checkpoint-every", type=int)
     train.add_argument("--device", help="cuda or cpu (default: cuda when available)")

@@ -239,7 +239,11 @@ def _loop(
             0, config.num_train_timesteps, (config.batch_size,), generator=generator
         ).to(device)
         noisy = noise_scheduler.add_noise(x, noise, timesteps)
-        loss = F.mse_loss(model(noisy, timesteps).sample, noise)
+        if config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(x, noise, timesteps)
+        else:
+            target = noise
+        loss = F.mse_loss(model(noisy, timesteps).sample, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
