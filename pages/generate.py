@@ -17,8 +17,9 @@ from lib.diffusion.pipelines import (
     load_pipeline,
 )
 from lib.diffusion.sample import sample
+from lib.diffusion.study import training_subset_index
 from lib.search import search_files
-from lib.st_cache import cached_thumbnail
+from lib.st_cache import cached_embedder, cached_index, cached_thumbnail, manifest_mtime
 from pages.common import (
     LAST_BATCH_KEY,
     current_embedder,
@@ -28,6 +29,8 @@ from pages.common import (
 )
 
 BATCH_KEY = "generate_batch"
+AGAINST_KEY = "generate_against"  # index path the batch is searched against
+OWN_SUBSET = "this model's own training images, at its size (as the study does)"
 
 st.header("Generate: make images and check them against the training set")
 index = current_index()
@@ -56,6 +59,13 @@ if source == "a bundled model":
             format_func=lambda m: f"{m.name} (trained on {m.manifest.n_train} images)",
         )
         model_path = picked.path
+        against = st.radio(
+            "Search the generations against",
+            [OWN_SUBSET, "the index selected in the sidebar"],
+            key="generate_against_choice",
+            help="A 32 px generation compares fairly only with training images brought to "
+            "32 px too; the sidebar index holds the full-size renders of every emoji.",
+        )
 else:
     st.caption(ONLY_BUNDLED + " unless you give a pipeline folder saved with save_pretrained.")
     folder = st.text_input("Pipeline folder (inside an allowed root)", key="generate_pipeline")
@@ -73,7 +83,12 @@ steps = int(cols[2].number_input("Steps", 1, 1000, 50, key="generate_steps"))
 ready = model_path is not None or pipeline_dir is not None
 if st.button("Generate", key="generate_run", type="primary", disabled=not ready):
     try:
+        against_path = str(index.path)
         if model_path is not None:
+            if against == OWN_SUBSET:
+                callback, bar = streamlit_progress("Indexing the model's training images")
+                against_path = str(training_subset_index(picked, progress=callback).path)
+                bar.empty()
             callback, bar = streamlit_progress("Denoising")
             images = sample(model_path, n, steps=steps, seed=seed, progress=callback)
             bar.empty()
@@ -87,6 +102,7 @@ if st.button("Generate", key="generate_run", type="primary", disabled=not ready)
         for i, image in enumerate(images):
             image.save(out / f"gen_{i:04d}.png")
         st.session_state[BATCH_KEY] = str(out)
+        st.session_state[AGAINST_KEY] = against_path
         st.session_state[LAST_BATCH_KEY] = str(out)
     except (ValueError, OSError, RuntimeError) as exc:
         show_error("Generation failed", exc, "Check the model folder, the prompt and the steps.")
@@ -95,7 +111,13 @@ batch = st.session_state.get(BATCH_KEY)
 if not batch or not Path(batch).is_dir():
     st.stop()
 files = sorted(Path(batch).glob("*.png"))
-embedder = current_embedder()
+against_path = st.session_state.get(AGAINST_KEY, str(index.path))
+if against_path != str(index.path):
+    index = cached_index(against_path, manifest_mtime(against_path))
+    embedder = cached_embedder(against_path, manifest_mtime(against_path))
+    st.caption(f"Searched against {index.count} training images of the model ({index.path.name}).")
+else:
+    embedder = current_embedder()
 with st.spinner("Searching the training set…"):
     results = search_files(index, files, embedder=embedder, top_k=1)
 copies = sum(r.verdict == "copy" for r in results)

@@ -94,3 +94,5 @@ def test_a_bundled_model_generates_with_progress(workspace: tuple[Path, Path]) -
     assert len(list(batch.glob("*.png"))) == 2
     summary = [m.value for m in at.markdown if "generations" in m.value]
     assert summary and summary[0].startswith("**2 generations**")
+    n_train = models[0].manifest.n_train
+    assert any(f"Searched against {n_train} training images" in c.value for c in at.caption)

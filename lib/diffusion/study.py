@@ -261,6 +261,24 @@ def _prepared(files: list[Path], size: int, root: Path) -> Path:
     return folder
 
 
+def training_subset_index(
+    model: BundledModel,
+    embedder: str | Embedder = "sscd",
+    *,
+    train_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE,
+    progress: ProgressCallback | None = None,
+) -> Any:
+    """The index of ``model``'s own training images at its size, the one ``study`` scans
+    against (a ``ReplicaIndex``; built and cached on first use).
+
+    Raises:
+        FileNotFoundError: training images are missing (run ``python -m lib data prepare``).
+    """
+    emb = create_embedder(embedder) if isinstance(embedder, str) else embedder
+    return _subset_index(model.manifest, train_dir, emb, Path(cache_dir), progress)
+
+
 def _subset_index(
     m: ModelManifest,
     train_dir: str | os.PathLike[str] | None,
