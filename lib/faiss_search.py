@@ -16,15 +16,21 @@ query the thread start-up costs more than it saves (3.0 ms against 12.5 ms at 10
 def search_flat(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``index.search`` with the thread and BLAS settings above for this call's size.
 
-    ``omp_set_num_threads`` changes only the calling thread's OpenMP setting, so
-    concurrent searches from other threads (Streamlit sessions) are not affected.
+    Both settings are put back afterwards, so other FAISS calls in the process (the map's
+    neighbour graph) keep the library's defaults. ``omp_set_num_threads`` changes only the
+    calling thread's OpenMP setting. The BLAS threshold is process-wide: a search running
+    in another thread meanwhile may take the BLAS path too, which finds the same neighbours
+    with similarities that differ in the last float bits.
     """
     import faiss
 
-    if faiss.cvar.distance_compute_blas_threshold > BLAS_FROM_QUERIES:
-        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
     if len(queries) >= BLAS_FROM_QUERIES:
-        return index.search(queries, k)
+        before = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
+        try:
+            return index.search(queries, k)
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = before
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.faiss_search import search_flat
 from lib.index import ReplicaIndex, open_index
 from lib.progress import ProgressCallback, report
 
@@ -381,8 +380,8 @@ def _search(search: Any, vectors: np.ndarray, k: int, chunk: int = 4096) -> tupl
     positions = np.empty((len(vectors), k), np.int64)
     for start in range(0, len(vectors), chunk):
         part = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
-        sims[start : start + len(part)], positions[start : start + len(part)] = search_flat(
-            search, part, k
+        sims[start : start + len(part)], positions[start : start + len(part)] = search.search(
+            part, k
         )
     return sims, positions
 

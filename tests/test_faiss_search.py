@@ -31,9 +31,14 @@ def test_matches_brute_force(flat_index: tuple[faiss.IndexFlatIP, np.ndarray], n
     np.testing.assert_allclose(sims, np.take_along_axis(exact, expected, 1), atol=1e-5)
 
 
-def test_restores_thread_count(flat_index: tuple[faiss.IndexFlatIP, np.ndarray]):
+def test_restores_thread_count_and_blas_threshold(
+    flat_index: tuple[faiss.IndexFlatIP, np.ndarray],
+):
     index, base = flat_index
-    before = faiss.omp_get_max_threads()
+    threads = faiss.omp_get_max_threads()
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    assert threshold != BLAS_FROM_QUERIES  # the library default, untouched by earlier tests
     search_flat(index, base[:1], 3)
-    assert faiss.omp_get_max_threads() == before
-    assert faiss.cvar.distance_compute_blas_threshold == BLAS_FROM_QUERIES
+    search_flat(index, base[:64], 3)
+    assert faiss.omp_get_max_threads() == threads
+    assert faiss.cvar.distance_compute_blas_threshold == threshold
