@@ -20,6 +20,10 @@ PENDING_INDEX_KEY = "pending_index_path"
 """A page asks the sidebar to switch index by setting this; app.py applies it next run."""
 LAST_BATCH_KEY = "last_generated_batch"
 """st.session_state key: a folder (str) of the last batch generated in the app."""
+LAST_BATCH_TARGET_KEY = "last_generated_target"
+"""st.session_state key: where the Generate page searched that batch, a dict with ``index``
+(path, str) and ``image_size`` (px, int; None for full-size images). A bundled model's batch is
+searched in its own training subset at its size; the Distributions page measures it there."""
 
 
 def select_index(path: str) -> None:

@@ -14,11 +14,13 @@ import streamlit as st
 from lib.app_config import load_config
 from lib.defaults import OPENMOJI_DIR
 from lib.demo import make_demo_batch
+from lib.diffusion.study import reference_at_size
 from lib.images import IMAGE_SUFFIXES
 from lib.replication import ReplicationStats, scan, training_baseline
-from lib.st_cache import cached_thumbnail
+from lib.st_cache import cached_embedder, cached_index, cached_thumbnail, manifest_mtime
 from pages.common import (
     LAST_BATCH_KEY,
+    LAST_BATCH_TARGET_KEY,
     current_embedder,
     current_index,
     file_label,
@@ -87,23 +89,47 @@ else:
         generated = Path(st.session_state["dist_demo_dir"])
         st.caption(f"Demo batch: `{generated}`")
 
+# A bundled model's batch was searched in the model's own training subset at its size on the
+# Generate page; measure it there too, with the held-out baseline brought to that size.
+scan_index, scan_embedder, scan_size = index, current_embedder(), None
+target = st.session_state.get(LAST_BATCH_TARGET_KEY) or {}
+if source == "the last batch generated in the app" and target.get("index", str(index.path)) != str(
+    index.path
+):
+    try:
+        mtime = manifest_mtime(target["index"])
+        scan_index = cached_index(target["index"], mtime)
+        scan_embedder = cached_embedder(target["index"], mtime)
+        scan_size = target.get("image_size")
+    except Exception as exc:
+        show_error("The index this batch was searched in cannot be opened", exc)
+        st.stop()
+    st.caption(
+        f"Measured as on the Generate page: against the model's own {scan_index.count} "
+        f"training images ({scan_index.path.name})"
+        + (f", with the held-out baseline brought to {scan_size} px too." if scan_size else ".")
+    )
+
 if st.button("Measure replication", key="dist_run", type="primary", disabled=generated is None):
     reference = None
     try:
         if reference_text:
             reference = config.allowed_image_dir(reference_text)
+            if scan_size:
+                with st.spinner(f"Bringing the held-out images to {scan_size} px…"):
+                    reference = reference_at_size(reference, scan_size)
         callback, bar = streamlit_progress("Embedding and searching")
         report = scan(
-            index, generated, reference=reference, embedder=current_embedder(), progress=callback
+            scan_index, generated, reference=reference, embedder=scan_embedder, progress=callback
         )
         bar.empty()
         st.session_state[REPORT_KEY] = report
-        st.session_state[BASELINE_KEY] = training_baseline(index, index.calibration)
+        st.session_state[BASELINE_KEY] = training_baseline(scan_index, scan_index.calibration)
     except (PermissionError, FileNotFoundError, ValueError, OSError) as exc:
         show_error("The scan could not run", exc, "Check the folders and try again.")
 
 report = st.session_state.get(REPORT_KEY)
-if report is None or report.index != str(index.path):
+if report is None or report.index != str(scan_index.path):
     st.info("Choose generated images and press **Measure replication**.")
     st.stop()
 baseline: ReplicationStats = st.session_state[BASELINE_KEY]

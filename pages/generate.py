@@ -22,6 +22,7 @@ from lib.search import search_files
 from lib.st_cache import cached_embedder, cached_index, cached_thumbnail, manifest_mtime
 from pages.common import (
     LAST_BATCH_KEY,
+    LAST_BATCH_TARGET_KEY,
     current_embedder,
     current_index,
     show_error,
@@ -83,11 +84,12 @@ steps = int(cols[2].number_input("Steps", 1, 1000, 50, key="generate_steps"))
 ready = model_path is not None or pipeline_dir is not None
 if st.button("Generate", key="generate_run", type="primary", disabled=not ready):
     try:
-        against_path = str(index.path)
+        against_path, against_size = str(index.path), None
         if model_path is not None:
             if against == OWN_SUBSET:
                 callback, bar = streamlit_progress("Indexing the model's training images")
                 against_path = str(training_subset_index(picked, progress=callback).path)
+                against_size = picked.manifest.image_size
                 bar.empty()
             callback, bar = streamlit_progress("Denoising")
             images = sample(model_path, n, steps=steps, seed=seed, progress=callback)
@@ -104,6 +106,10 @@ if st.button("Generate", key="generate_run", type="primary", disabled=not ready)
         st.session_state[BATCH_KEY] = str(out)
         st.session_state[AGAINST_KEY] = against_path
         st.session_state[LAST_BATCH_KEY] = str(out)
+        st.session_state[LAST_BATCH_TARGET_KEY] = {
+            "index": against_path,
+            "image_size": against_size,
+        }
     except (ValueError, OSError, RuntimeError) as exc:
         show_error("Generation failed", exc, "Check the model folder, the prompt and the steps.")
 

@@ -212,6 +212,29 @@ def test_a_local_pipeline_folder_loads_and_generates(tmp_path: Path, models_root
     assert bundled_models(tmp_path / "missing") == []
 
 
+def test_a_local_text_to_image_pipeline_generates_from_a_prompt(tmp_path: Path) -> None:
+    from lib.cli import main
+    from lib.diffusion.pipelines import generate, is_text_conditional, load_pipeline
+    from tests.tiny_pipelines import write_tiny_text_to_image_pipeline
+
+    folder = write_tiny_text_to_image_pipeline(tmp_path / "sd")
+    pipeline = load_pipeline(folder, device="cpu")
+    assert type(pipeline).__name__ == "StableDiffusionPipeline"
+    assert is_text_conditional(pipeline)
+    first = generate(pipeline, "a red circle", n=2, steps=2, seed=3)
+    again = generate(pipeline, "a red circle", n=2, steps=2, seed=3)
+    other = generate(pipeline, "a red circle", n=2, steps=2, seed=4)
+    assert [im.size for im in first] == [(16, 16)] * 2
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
+    with pytest.raises(ValueError, match="give a prompt"):
+        generate(pipeline, None, n=1, steps=2)
+    out = tmp_path / "out"
+    argv = ["-q", "sample", str(folder), "--n", "2", "--steps", "2", "--prompt", "a cat"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert len(list(out.glob("*.png"))) == 2
+
+
 # ---------------------------------------------------------------- the study
 def test_study_end_to_end_matches_a_direct_computation(
     data: dict[str, Path], models_root: Path, capsys: pytest.CaptureFixture[str]

@@ -3,6 +3,7 @@ against the index and handed to the Distributions page."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,12 @@ from streamlit.testing.v1 import AppTest
 
 from lib.diffusion.config import TrainConfig, build_unet
 from lib.index import build_index
+from lib.replication import TRAINING_BASELINE_SAMPLE
 from tests.synthetic import write_scenes
 
 PAGE = "../pages/generate.py"
+DISTRIBUTIONS = "../pages/distributions.py"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -74,7 +78,9 @@ def test_pipeline_outside_allowed_roots_is_refused(workspace: tuple[Path, Path])
     assert at.button(key="generate_run").disabled
 
 
-def test_a_bundled_model_generates_with_progress(workspace: tuple[Path, Path]) -> None:
+def test_a_bundled_model_generates_with_progress(
+    workspace: tuple[Path, Path], tmp_path: Path
+) -> None:
     from lib.diffusion.pipelines import DEFAULT_MODELS_ROOT, bundled_models
 
     index, _ = workspace
@@ -96,3 +102,51 @@ def test_a_bundled_model_generates_with_progress(workspace: tuple[Path, Path]) -
     assert summary and summary[0].startswith("**2 generations**")
     n_train = models[0].manifest.n_train
     assert any(f"Searched against {n_train} training images" in c.value for c in at.caption)
+
+    # The Distributions page measures that batch where the Generate page searched it: in the
+    # model's own training subset, with the held-out baseline brought to the model's size.
+    heldout = tmp_path / "roots" / "heldout"
+    heldout.mkdir()
+    for png in sorted((REPO_ROOT / "data" / "openmoji" / "heldout").glob("*.png"))[:6]:
+        shutil.copy(png, heldout / png.name)
+    dist = AppTest.from_file(DISTRIBUTIONS, default_timeout=180)
+    for key in ("index_path", "last_generated_batch", "last_generated_target"):
+        dist.session_state[key] = at.session_state[key]
+    dist.run()
+    assert dist.radio(key="dist_source").value == "the last batch generated in the app"
+    dist.text_input(key="dist_reference").set_value(str(heldout)).run()
+    dist.button(key="dist_run").click().run()
+    assert not dist.exception, dist.exception
+    size = models[0].manifest.image_size
+    assert any(
+        f"own {n_train} training images" in c.value and f"{size} px" in c.value
+        for c in dist.caption
+    )
+    table = dist.dataframe[0].value
+    assert list(table["n"]) == [2, 6, min(n_train, TRAINING_BASELINE_SAMPLE)]
+
+
+def test_a_text_to_image_pipeline_asks_for_a_prompt_and_uses_it(
+    workspace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from tests.tiny_pipelines import write_tiny_text_to_image_pipeline
+
+    index, _ = workspace
+    folder = write_tiny_text_to_image_pipeline(tmp_path / "roots" / "sd")
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["index_path"] = str(index)
+    at.run()
+    at.radio(key="generate_source").set_value("a local diffusers pipeline").run()
+    at.text_input(key="generate_pipeline").set_value(str(folder)).run()
+    at.number_input(key="generate_n").set_value(2).run()
+    at.number_input(key="generate_steps").set_value(2).run()
+    at.button(key="generate_run").click().run()
+    assert "give a prompt" in at.error[0].value
+    assert "last_generated_batch" not in at.session_state
+    at.text_input(key="generate_prompt").set_value("a red circle").run()
+    at.button(key="generate_run").click().run()
+    assert not at.exception, at.exception
+    assert not at.error
+    batch = Path(at.session_state["last_generated_batch"])
+    assert len(list(batch.glob("*.png"))) == 2
+    assert at.session_state["last_generated_target"] == {"index": str(index), "image_size": None}

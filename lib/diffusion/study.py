@@ -185,7 +185,7 @@ def _study_model(
 
     m = model.manifest
     index = _subset_index(m, train_dir, embedder, cache, progress)
-    heldout = _prepared(list_image_files(heldout_dir), m.image_size, cache / "heldout")
+    heldout = reference_at_size(heldout_dir, m.image_size, cache_dir=cache)
     samples = _samples(model, setting, cache / "samples", device, progress)
     result = scan(index, samples, reference=heldout, embedder=embedder, progress=progress)
     gen, ref = result.generated, result.reference
@@ -259,6 +259,23 @@ def _prepared(files: list[Path], size: int, root: Path) -> Path:
             (tmp / f"{path.stem}.txt").write_text(caption + "\n", encoding="utf-8")
     _publish(tmp, folder)
     return folder
+
+
+def reference_at_size(
+    folder: str | os.PathLike[str], size: int, *, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE
+) -> Path:
+    """A cached copy of the images in ``folder`` brought to ``size`` x ``size`` px (PNG).
+
+    A model's 32 px generations compare fairly with a held-out reference only when the
+    reference went through the same downsizing as the training subset they are searched in.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds no image. ValueError: an image cannot be read.
+    """
+    files = list_image_files(folder)
+    if not files:
+        raise FileNotFoundError(f"no image in {folder}")
+    return _prepared(files, size, Path(cache_dir) / "heldout")
 
 
 def training_subset_index(
