@@ -40,7 +40,16 @@ def tqdm_progress(desc: str, unit: str = "img") -> Iterator[ProgressCallback]:
 
     bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True, leave=True)
 
+    started = False
+
     def callback(done: int, total: int, message: str = "") -> None:
+        nonlocal started
+        if not started:
+            # work resumed part-way (a training run at step 3000) counts its rate and ETA
+            # from where it started, not from zero
+            started = True
+            bar.reset(total=total or None)
+            bar.initial = bar.n = bar.last_print_n = done
         if total and bar.total != total:
             bar.total = total
             bar.refresh()

@@ -127,3 +127,22 @@ def test_info_scan_and_duplicates(index_dir: Path, tmp_path: Path) -> None:
     assert dup.returncode == 0, dup.stderr
     assert json.loads(dup.stdout)["n_images"] == 25
     assert (tmp_path / "d.csv").is_file() and (tmp_path / "d.json").is_file()
+
+
+def test_a_progress_bar_resumed_part_way_counts_its_eta_from_there(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+    import time
+
+    from lib.progress import tqdm_progress
+
+    with tqdm_progress("training", unit="step") as progress:
+        progress(3000, 10000, "resumed")
+        time.sleep(0.05)
+        progress(3001, 10000, "loss 0.1")
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    minutes, seconds = re.search(r"3001/10000 \[[\d:]+<(\d+):(\d+)", last).groups()
+    # 6,999 steps left at one step per 50 ms or more: at least 5 minutes, not the few
+    # seconds a bar that counted the 3,000 resumed steps as done in this run would show
+    assert int(minutes) * 60 + int(seconds) >= 300, last

@@ -225,7 +225,9 @@ def test_a_local_text_to_image_pipeline_generates_from_a_prompt(tmp_path: Path) 
     again = generate(pipeline, "a red circle", n=2, steps=2, seed=3)
     other = generate(pipeline, "a red circle", n=2, steps=2, seed=4)
     assert [im.size for im in first] == [(16, 16)] * 2
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again, strict=True))
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again, strict=True)
+    )
     assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
     with pytest.raises(ValueError, match="give a prompt"):
         generate(pipeline, None, n=1, steps=2)
