@@ -92,10 +92,9 @@ else:
 # A bundled model's batch was searched in the model's own training subset at its size on the
 # Generate page; measure it there too, with the held-out baseline brought to that size.
 scan_index, scan_embedder, scan_size = index, current_embedder(), None
-target = st.session_state.get(LAST_BATCH_TARGET_KEY) or {}
-if source == "the last batch generated in the app" and target.get("index", str(index.path)) != str(
-    index.path
-):
+target_index = (st.session_state.get(LAST_BATCH_TARGET_KEY) or {}).get("index")
+if source == "the last batch generated in the app" and target_index not in (None, str(index.path)):
+    target = st.session_state[LAST_BATCH_TARGET_KEY]
     try:
         mtime = manifest_mtime(target["index"])
         scan_index = cached_index(target["index"], mtime)
