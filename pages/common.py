@@ -51,6 +51,17 @@ def current_index() -> ReplicaIndex | None:
     if not path:
         st.info("No index yet: build one on the **Indexes** page, or run `make setup`.")
         return None
+    return index_at(path)
+
+
+def current_embedder() -> Embedder | None:
+    """The embedder of the current index, loaded once per process."""
+    path = st.session_state.get(INDEX_KEY)
+    return embedder_at(path) if path else None
+
+
+def index_at(path: str | Path) -> ReplicaIndex | None:
+    """The index at ``path`` (cached, shared read-only), or None with a message."""
     try:
         return cached_index(str(path), manifest_mtime(path))
     except Exception as exc:
@@ -58,11 +69,9 @@ def current_index() -> ReplicaIndex | None:
         return None
 
 
-def current_embedder() -> Embedder | None:
-    """The embedder of the current index, loaded once per process."""
-    path = st.session_state.get(INDEX_KEY)
-    if not path:
-        return None
+def embedder_at(path: str | Path) -> Embedder | None:
+    """The embedder the index at ``path`` was built with, loaded once per process, or None
+    with a message."""
     try:
         return cached_embedder(str(path), manifest_mtime(path))
     except Exception as exc:

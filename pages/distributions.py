@@ -17,13 +17,14 @@ from lib.demo import make_demo_batch
 from lib.diffusion.study import reference_at_size
 from lib.images import IMAGE_SUFFIXES
 from lib.replication import ReplicationStats, scan, training_baseline
-from lib.st_cache import cached_embedder, cached_index, cached_thumbnail, manifest_mtime
+from lib.st_cache import cached_thumbnail
 from pages.common import (
     LAST_BATCH_KEY,
     LAST_BATCH_TARGET_KEY,
-    current_embedder,
     current_index,
+    embedder_at,
     file_label,
+    index_at,
     show_error,
     streamlit_progress,
 )
@@ -91,17 +92,12 @@ else:
 
 # A bundled model's batch was searched in the model's own training subset at its size on the
 # Generate page; measure it there too, with the held-out baseline brought to that size.
-scan_index, scan_embedder, scan_size = index, current_embedder(), None
-target_index = (st.session_state.get(LAST_BATCH_TARGET_KEY) or {}).get("index")
-if source == "the last batch generated in the app" and target_index not in (None, str(index.path)):
-    target = st.session_state[LAST_BATCH_TARGET_KEY]
-    try:
-        mtime = manifest_mtime(target["index"])
-        scan_index = cached_index(target["index"], mtime)
-        scan_embedder = cached_embedder(target["index"], mtime)
-        scan_size = target.get("image_size")
-    except Exception as exc:
-        show_error("The index this batch was searched in cannot be opened", exc)
+scan_index, scan_size = index, None
+target = st.session_state.get(LAST_BATCH_TARGET_KEY) or {}
+searched_in = target.get("index", str(index.path))
+if source == "the last batch generated in the app" and searched_in != str(index.path):
+    scan_index, scan_size = index_at(searched_in), target.get("image_size")
+    if scan_index is None:
         st.stop()
     st.caption(
         f"Measured as on the Generate page: against the model's own {scan_index.count} "
@@ -118,8 +114,9 @@ if st.button("Measure replication", key="dist_run", type="primary", disabled=gen
                 with st.spinner(f"Bringing the held-out images to {scan_size} px…"):
                     reference = reference_at_size(reference, scan_size)
         callback, bar = streamlit_progress("Embedding and searching")
+        embedder = embedder_at(scan_index.path)
         report = scan(
-            scan_index, generated, reference=reference, embedder=scan_embedder, progress=callback
+            scan_index, generated, reference=reference, embedder=embedder, progress=callback
         )
         bar.empty()
         st.session_state[REPORT_KEY] = report

@@ -19,18 +19,17 @@ from lib.diffusion.pipelines import (
 from lib.diffusion.sample import sample
 from lib.diffusion.study import training_subset_index
 from lib.search import search_files
-from lib.st_cache import cached_embedder, cached_index, cached_thumbnail, manifest_mtime
+from lib.st_cache import cached_thumbnail
 from pages.common import (
     LAST_BATCH_KEY,
     LAST_BATCH_TARGET_KEY,
-    current_embedder,
     current_index,
+    embedder_at,
+    index_at,
     show_error,
     streamlit_progress,
 )
 
-BATCH_KEY = "generate_batch"
-AGAINST_KEY = "generate_against"  # index path the batch is searched against
 OWN_SUBSET = "this model's own training images, at its size (as the study does)"
 
 st.header("Generate: make images and check them against the training set")
@@ -103,8 +102,6 @@ if st.button("Generate", key="generate_run", type="primary", disabled=not ready)
         out.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
             image.save(out / f"gen_{i:04d}.png")
-        st.session_state[BATCH_KEY] = str(out)
-        st.session_state[AGAINST_KEY] = against_path
         st.session_state[LAST_BATCH_KEY] = str(out)
         st.session_state[LAST_BATCH_TARGET_KEY] = {
             "index": against_path,
@@ -113,17 +110,17 @@ if st.button("Generate", key="generate_run", type="primary", disabled=not ready)
     except (ValueError, OSError, RuntimeError) as exc:
         show_error("Generation failed", exc, "Check the model folder, the prompt and the steps.")
 
-batch = st.session_state.get(BATCH_KEY)
+batch = st.session_state.get(LAST_BATCH_KEY)
 if not batch or not Path(batch).is_dir():
     st.stop()
 files = sorted(Path(batch).glob("*.png"))
-against_path = st.session_state.get(AGAINST_KEY, str(index.path))
-if against_path != str(index.path):
-    index = cached_index(against_path, manifest_mtime(against_path))
-    embedder = cached_embedder(against_path, manifest_mtime(against_path))
+searched_in = (st.session_state.get(LAST_BATCH_TARGET_KEY) or {}).get("index", str(index.path))
+if searched_in != str(index.path):
+    index = index_at(searched_in)
+    if index is None:
+        st.stop()
     st.caption(f"Searched against {index.count} training images of the model ({index.path.name}).")
-else:
-    embedder = current_embedder()
+embedder = embedder_at(index.path)
 with st.spinner("Searching the training set…"):
     results = search_files(index, files, embedder=embedder, top_k=1)
 copies = sum(r.verdict == "copy" for r in results)
