@@ -14,6 +14,13 @@ from lib.embedders import Embedder
 from lib.index import ReplicaIndex
 from lib.st_cache import cached_embedder, cached_index, manifest_mtime
 
+VERDICT_BADGES = {
+    "copy": ("COPY", "red", ":material/warning:"),
+    "similar": ("SIMILAR", "orange", ":material/help:"),
+    "none": ("NO CLEAR MATCH", "green", ":material/check_circle:"),
+}
+"""The one vocabulary for verdicts on every page: verdict -> (words, colour, icon)."""
+
 INDEX_KEY = "index_path"
 """st.session_state key holding the path (str) of the index picked in the sidebar."""
 PENDING_INDEX_KEY = "pending_index_path"

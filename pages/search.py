@@ -26,14 +26,15 @@ from lib.images import (
 from lib.regions import compare_regions, region_heatmap
 from lib.search import QueryResult, search_images
 from lib.st_cache import cached_thumbnail
-from pages.common import current_embedder, current_index, file_label, show_error
+from pages.common import (
+    VERDICT_BADGES,
+    current_embedder,
+    current_index,
+    file_label,
+    show_error,
+)
 
 ROW_HEIGHT = 170
-VERDICT_BADGES = {
-    "copy": ("COPY", "red", ":material/warning:"),
-    "similar": ("SIMILAR", "orange", ":material/help:"),
-    "none": ("NO CLEAR MATCH", "green", ":material/check_circle:"),
-}
 OPERATING_POINTS = {
     "strict (0.5% false alarms)": 0.005,
     "balanced (2%)": 0.02,
