@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import render_sidebar
+from pages.common import (
+    INDEX_KEY,
+    index_at,
+    is_calibrated,
+    render_sidebar,
+    run_guarded,
+    threshold_note,
+)
 
 st.set_page_config(page_title="Replica", page_icon=":material/image_search:", layout="wide")
+# .streamlit/config.toml hides the sidebar navigation, so that the very first run of a fresh
+# server (which Streamlit starts in its old pages/ folder mode) does not list pages/*.py
+# modules such as "common"; the app's own navigation below turns it back on.
+st.set_option("client.showSidebarNavigation", True)
 
 PAGES = {
     "Check images": [
@@ -29,4 +40,8 @@ PAGES = {
 
 
 render_sidebar()
-st.navigation(PAGES).run()
+if st.session_state.get(INDEX_KEY):
+    sidebar_index = index_at(st.session_state[INDEX_KEY])
+    if sidebar_index is not None and not is_calibrated(sidebar_index):
+        st.sidebar.warning(threshold_note(sidebar_index), icon=":material/warning:")
+run_guarded(st.navigation(PAGES))

@@ -86,7 +86,7 @@ def embedder_at(path: str | Path) -> Embedder | None:
         return None
 
 
-def show_error(what: str, exc: BaseException, hint: str = "") -> None:
+def show_error(what: str, exc: BaseException | str, hint: str = "") -> None:
     """A readable error: what failed, why, and what to do next; never a traceback."""
     message = f"**{what}.** {exc}"
     if hint:
@@ -154,3 +154,121 @@ def render_sidebar() -> None:
         f"created {m.created[:10]} · {len(m.skipped)} skipped at build"
     )
     st.sidebar.caption(_attribution(m.sources))
+
+
+# --- added for issue 13 (the first hour in the app) -------------------------------------
+
+MEASURE_BATCH_KEY = "measure_batch_now"
+"""st.session_state key: set (True) by Generate's 'Measure this batch' button; the
+Distributions page then measures the last generated batch at once, without another click."""
+
+GLOSSARY = {
+    "calibrated score": "How far the best match stands above the query's other close matches "
+    "(raw cosine minus the mean of the next two that are not duplicates of it). Unrelated "
+    "images of the same kind score near 0; copies score well above 0.",
+    "raw cosine": "Similarity of the two images' SSCD fingerprints, from -1 to 1; 1 means "
+    "identical. Look-alike collections (emoji, clothes on white) score high even when unrelated.",
+    "training vs training": "Each training image against its nearest *other* training image: "
+    "how close images of this set already are to each other, the floor for any comparison.",
+    "held-out vs training": "Real images never used for training, searched in the same training "
+    "set: how close a new, honest image of the same kind comes. Generations that copy score "
+    "above these.",
+    "uAP": "Micro average precision: all (query, match) pairs of the benchmark ranked by score in "
+    "one list; 1.0 means every true copy scores above every wrong match. The SSCD paper's main "
+    "figure.",
+    "mAP": "Mean average precision: per query, how high its true source is ranked among its "
+    "matches, averaged over queries (1.0 = always first).",
+    "recall@P90": "The share of copies found at the score threshold where 90% of what is flagged "
+    "is right (precision 90%).",
+    "recall@k": "The share of copies whose true source is among the first k matches.",
+}
+"""Plain-word definitions of the terms the pages show, for ``help=`` tooltips."""
+
+MIN_CALIBRATION_IMAGES = 20
+"""An index needs at least this many images to measure its own thresholds (see
+lib.calibration.fit_calibration); a smaller one uses the default thresholds."""
+
+
+def is_calibrated(index: ReplicaIndex) -> bool:
+    """Whether the index's verdict thresholds were measured on its own images."""
+    return index.calibration.null_sample > 0
+
+
+def threshold_note(index: ReplicaIndex, label: str = "") -> str:
+    """One or two sentences: the copy threshold that applies in ``index`` and what it rests on
+    (why it differs from another index's), or plainly that the index is too small to calibrate."""
+    cal = index.calibration
+    name = label or f"this index ({index.count:,} images)"
+    if not is_calibrated(index):
+        return (
+            f"**{name.capitalize()} is too small to calibrate**: with fewer than "
+            f"{MIN_CALIBRATION_IMAGES} images (or too few unrelated pairs) it cannot measure how "
+            f"unrelated images of its kind score, so verdicts rest on default thresholds (copy "
+            f"at calibrated ≥ {cal.copy_threshold:+.3f}, or raw ≥ {cal.identical_threshold:.2f}) "
+            "that were not measured on these images. Treat them as rough; add images to calibrate."
+        )
+    return (
+        f"Copy at calibrated ≥ {cal.copy_threshold:+.3f} (or raw ≥ "
+        f"{cal.identical_threshold:.2f}) in {name}: the score that only "
+        f"{cal.false_alarm_rate:.0%} of {cal.null_sample:,} unrelated images of this index reach. "
+        "Each index measures its own threshold, so it differs between indexes."
+    )
+
+
+def verdict_badge(verdict: str) -> str:
+    """The verdict in the one vocabulary of every page, as a coloured Markdown badge."""
+    text, colour, icon = VERDICT_BADGES[verdict]
+    return f":{colour}-badge[{icon} {text}]"
+
+
+def display_path(path: str | Path, roots: tuple[Path, ...] | list[Path] = ()) -> str:
+    """A file or folder as a user should see it: relative to the first of ``roots`` (or of
+    the data folder, the configured image roots and upload root) that holds it, else only its
+    name. Never the absolute server path."""
+    from lib.defaults import DATA_DIR
+
+    target = Path(path).resolve()
+    config = load_config()
+    candidates = [*roots, config.upload_root, *config.image_roots, DATA_DIR]
+    for root in candidates:
+        base = Path(root).resolve()
+        if target == base:
+            return base.name
+        if base in target.parents:
+            return str(target.relative_to(base))
+    return target.name
+
+
+def index_image_root(index: ReplicaIndex) -> Path | None:
+    """The folder the index's images were indexed from (their longest common parent)."""
+    import os
+
+    paths = index.metadata["path"].astype(str).tolist()
+    if not paths:
+        return None
+    try:
+        return Path(os.path.commonpath(paths[:5000])).resolve()
+    except ValueError:
+        return None
+
+
+def show_unexpected_error(exc: BaseException) -> None:
+    """What a user sees instead of Streamlit's error box when a page fails unexpectedly."""
+    import logging
+
+    logging.getLogger("replica.app").error("page failed", exc_info=exc)
+    show_error(
+        "Something went wrong on this page",
+        f"{type(exc).__name__}: {exc}",
+        "Your inputs are kept. Change them (another file, folder or setting) and try again, "
+        "or reload the page; the details are in the server's log.",
+    )
+
+
+def run_guarded(page: Any) -> None:
+    """Run the page that ``st.navigation`` returned; an exception no page caught becomes a
+    readable message (:func:`show_unexpected_error`), never Streamlit's raw error box."""
+    try:
+        page.run()
+    except Exception as exc:  # the last line of defence; st.stop and st.rerun pass through
+        show_unexpected_error(exc)

@@ -42,3 +42,77 @@ def test_every_page_opens_under_the_navigation(app: AppTest, page: str) -> None:
     app.switch_page(page).run()
     assert not app.exception, app.exception
     assert PAGES[page] in app.header[0].value
+
+
+def test_streamlit_is_set_up_as_a_product_not_a_development_server() -> None:
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).parents[1] / ".streamlit/config.toml").read_text())
+    client = config["client"]
+    assert client["showErrorDetails"] == "none"  # no tracebacks for users
+    assert client["showErrorLinks"] == "false"  # no "Ask ChatGPT" under an error
+    assert client["toolbarMode"] == "minimal"  # no developer menu
+    # a fresh server's first run would list pages/*.py (such as "common") in the sidebar
+    assert client["showSidebarNavigation"] is False
+
+
+def test_the_app_turns_its_own_navigation_on() -> None:
+    import streamlit as st
+
+    if not is_index(DEFAULT_INDEX):
+        pytest.skip("default index not built: run make setup")
+    st.set_option("client.showSidebarNavigation", False)  # as .streamlit/config.toml sets it
+    AppTest.from_file("../app.py", default_timeout=120).run()
+    assert st.get_option("client.showSidebarNavigation") is True
+
+
+def guarded_app() -> None:
+    import streamlit as st
+
+    from pages.common import run_guarded
+
+    def broken() -> None:
+        st.header("A page")
+        raise KeyError("a planted fault")
+
+    run_guarded(st.navigation([st.Page(broken, title="Broken")]))
+
+
+def test_an_unexpected_error_in_a_page_is_explained_not_shown_raw() -> None:
+    at = AppTest.from_function(guarded_app, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert at.header[0].value == "A page"  # what the page drew before failing stays
+    message = at.error[0].value
+    assert "Something went wrong on this page" in message and "a planted fault" in message
+    assert "try again" in message
+
+
+def test_app_runs_its_pages_guarded() -> None:
+    from pathlib import Path
+
+    source = (Path(__file__).parents[1] / "app.py").read_text()
+    assert "run_guarded(st.navigation(PAGES))" in source
+
+
+def test_an_index_too_small_to_calibrate_says_so(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from lib.index import build_index
+    from tests.synthetic import write_scenes
+
+    root = Path(str(tmp_path))
+    write_scenes(root / "train", range(8))
+    small = build_index(root / "train", root / "idx", embedder="pixels").index.path
+    config = root / "replica.toml"
+    config.write_text(f'index_root = "{root / "none"}"\nindex_dirs = ["{small}"]\n')
+    import os
+
+    os.environ["REPLICA_CONFIG"] = str(config)
+    try:
+        at = AppTest.from_file("../app.py", default_timeout=120).run()
+    finally:
+        del os.environ["REPLICA_CONFIG"]
+    assert not at.exception
+    warning = " ".join(w.value for w in at.sidebar.warning)
+    assert "too small to calibrate" in warning and "default thresholds" in warning
