@@ -1,36 +1,279 @@
 """Distributions page: the paper's figure for a set of generations. Top-1 similarity of
 generated vs training, held-out vs training and training vs nearest other training image,
-the replication rates, and a gallery of the most replicated generations."""
+the replication rates, and a gallery of the most replicated generations. Before anything is
+measured it shows the bundled study's figures (docs/study)."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import re
 import tempfile
 import uuid
 from pathlib import Path
 
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from lib.app_config import load_config
-from lib.defaults import OPENMOJI_DIR
+from lib.defaults import DATA_DIR, OPENMOJI_DIR
 from lib.demo import make_demo_batch
 from lib.diffusion.study import reference_at_size
-from lib.images import IMAGE_SUFFIXES
-from lib.replication import ReplicationStats, scan, training_baseline
+from lib.images import IMAGE_SUFFIXES, read_caption
+from lib.index import ReplicaIndex
+from lib.replication import ReplicationStats, ScanReport, scan, training_baseline
+from lib.search import QueryResult
 from lib.st_cache import cached_thumbnail
 from pages.common import (
+    GLOSSARY,
     LAST_BATCH_KEY,
     LAST_BATCH_TARGET_KEY,
+    MEASURE_BATCH_KEY,
     current_index,
+    display_path,
     embedder_at,
-    file_label,
     index_at,
     show_error,
     streamlit_progress,
+    threshold_note,
+    verdict_badge,
 )
 
 REPORT_KEY = "dist_report"
 BASELINE_KEY = "dist_baseline"
+INPUTS_KEY = "dist_inputs"
+"""st.session_state: the inputs the stored report was measured with; other inputs clear it."""
+LAST_BATCH = "the last batch generated in the app"
+STUDY_DIR = DATA_DIR.parent / "docs" / "study"
+GALLERY_MAX = 40
+DEMO_SOURCE = re.compile(r"copy_\d+_(?P<edit>[a-z]+)_of_(?P<row>\d+)\.png$")
+UPLOAD_PREFIX = re.compile(r"^\d{4}_")
+
+HOW_TO_READ = (
+    "**How to read this:** compare the red bars (your generations) with the blue ones (real "
+    "images never used for training, searched in the same training set). A set that copies has "
+    "more generations flagged as copies, and its red bars sit to the right of the blue ones. "
+    "The raw share above 0.5 can be *higher* for the real images when all images of a kind look "
+    "alike (every 32 px emoji resembles some training emoji); the copy rate subtracts each "
+    "image's background and is the fair comparison."
+)
+
+
+def upload_folder(files: list[UploadedFile]) -> Path:
+    """The uploads written once into a folder named by their content (the same files give
+    the same folder, so a rerun does not look like new inputs)."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.getvalue())
+    folder = Path(tempfile.gettempdir()) / f"replica-upload-{digest.hexdigest()[:16]}"
+    if not folder.is_dir():
+        staging = folder.with_name(folder.name + f".{uuid.uuid4().hex[:6]}")
+        staging.mkdir(parents=True)
+        for i, f in enumerate(files):
+            (staging / f"{i:04d}_{Path(f.name).name}").write_bytes(f.getvalue())
+        with contextlib.suppress(OSError):  # another session wrote the same files first
+            staging.rename(folder)
+    return folder
+
+
+def query_name(path: str) -> str:
+    """A generation's name as the user knows it: its caption, else its file name (uploads
+    without the numbering added on the server)."""
+    return read_caption(Path(path)) or UPLOAD_PREFIX.sub("", Path(path).name)
+
+
+def demo_source_note(index: ReplicaIndex, result: QueryResult) -> str:
+    """For a demo copy: which training image it was made from, and whether the top match is it."""
+    found = DEMO_SOURCE.search(Path(result.query).name)
+    if found is None or result.top is None:
+        return ""
+    row = int(found["row"])
+    if row >= index.count:
+        return ""
+    source_id = int(index.metadata["id"].iloc[row])
+    edit = found["edit"]
+    if result.top.id == source_id:
+        return f"Demo copy ({edit} of training #{source_id}): **the top match is its source.**"
+    return f"Demo copy ({edit} of training #{source_id}): the top match is another image."
+
+
+def show_bundled_study() -> None:
+    """The bundled study's figures (docs/study), so that a first visit has something to read."""
+    study_file = STUDY_DIR / "study.json"
+    if not study_file.is_file():
+        return
+    try:
+        rows = json.loads(study_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    st.subheader("An example: the bundled study")
+    st.markdown(
+        "Two small diffusion models trained here on 100 and on 1,000 OpenMoji emoji, 64 samples "
+        "each, searched in their own training images (held-out = 336 real emoji never trained "
+        "on, searched the same way). The model trained on 100 images copies them; the one "
+        "trained on 1,000 does not. Measure your own set above to draw the same figure."
+    )
+    tabs = st.tabs([str(r["model"]) for r in rows])
+    for tab, row in zip(tabs, rows, strict=True):
+        with tab:
+            cols = st.columns(4)
+            cols[0].metric("Copies among samples", f"{row['copy_rate']:.1%}")
+            cols[1].metric("Copies among held-out", f"{row['heldout']['copy_rate']:.1%}")
+            cols[2].metric("Mean top-1, samples", f"{row['mean_top1']:.3f}")
+            cols[3].metric("Mean top-1, held-out", f"{row['heldout']['mean_top1']:.3f}")
+            left, right = st.columns(2)
+            for col, kind, caption in (
+                (left, "histogram", "top-1 similarity: samples vs held-out"),
+                (right, "gallery", "most-copied samples beside their training matches"),
+            ):
+                png = STUDY_DIR / f"{row['model']}-{kind}.png"
+                if png.is_file():
+                    col.image(str(png), caption=caption)
+
+
+def measure(
+    scan_index: ReplicaIndex,
+    generated: Path,
+    reference_text: str,
+    scan_size: int | None,
+) -> None:
+    """Scan the generations (and the held-out folder) and keep the report in the session."""
+    config = load_config()
+    try:
+        reference = None
+        if reference_text:
+            reference = config.allowed_image_dir(reference_text)
+            if scan_size:
+                with st.spinner(f"Bringing the held-out images to {scan_size} px…"):
+                    reference = reference_at_size(reference, scan_size)
+        callback, bar = streamlit_progress("Embedding and searching")
+        embedder = embedder_at(scan_index.path)
+        if embedder is None:
+            return
+        report = scan(
+            scan_index, generated, reference=reference, embedder=embedder, progress=callback
+        )
+        bar.empty()
+        st.session_state[REPORT_KEY] = report
+        st.session_state[BASELINE_KEY] = training_baseline(scan_index, scan_index.calibration)
+    except (PermissionError, FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+        show_error(
+            "The scan could not run",
+            exc,
+            "Pick a folder or files holding readable images (PNG, JPEG, WebP…), check the "
+            "held-out folder, and press Measure replication again.",
+        )
+
+
+def show_report(report: ScanReport, baseline: ReplicationStats, scan_index: ReplicaIndex) -> None:
+    sets = [report.generated]
+    if report.reference.name.startswith("held-out"):
+        sets.append(report.reference)
+    sets.append(baseline)
+
+    g = report.generated
+    cols = st.columns(4)
+    cols[0].metric(
+        "Replication rate (copies)",
+        f"{g.copy_rate:.1%}",
+        help="Share of generations whose verdict is COPY (the calibrated score; see below). "
+        + GLOSSARY["calibrated score"],
+    )
+    cols[1].metric(
+        f"Share above raw {g.threshold}",
+        f"{g.rate_above_threshold:.1%}",
+        help="The paper's figure: raw SSCD similarity above 0.5. " + GLOSSARY["raw cosine"],
+    )
+    cols[2].metric(
+        "95th percentile top-1",
+        f"{g.p95_top1:.3f}",
+        help="95% of the generations have a best match below this raw cosine.",
+    )
+    cols[3].metric(
+        "Generations scanned",
+        f"{g.n}",
+        delta=f"{len(report.skipped)} unreadable" if report.skipped else None,
+        delta_color="off",
+    )
+    if report.skipped:
+        st.warning(
+            f"{len(report.skipped)} file(s) could not be read and were left out: "
+            + "; ".join(f"{query_name(s.path)} ({s.reason})" for s in report.skipped[:10])
+        )
+    st.caption(threshold_note(scan_index))
+    st.markdown(HOW_TO_READ)
+
+    figure = go.Figure()
+    colours = ["#d62728", "#1f77b4", "#7f7f7f"]
+    for stats, colour in zip(sets, colours, strict=False):
+        figure.add_trace(
+            go.Histogram(
+                x=stats.top1,
+                name=f"{stats.name} (n={stats.n})",
+                histnorm="probability density",
+                opacity=0.55,
+                marker_color=colour,
+                xbins={"start": -0.1, "end": 1.0, "size": 0.025},
+            )
+        )
+    figure.add_vline(x=g.threshold, line_dash="dash", annotation_text=f"{g.threshold}")
+    figure.update_layout(
+        barmode="overlay",
+        xaxis_title="top-1 similarity to the training set (raw cosine)",
+        yaxis_title="density",
+        height=380,
+        margin={"t": 30},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    st.plotly_chart(figure, key="dist_histogram")
+
+    table = [
+        {
+            "set": s.name,
+            "n": s.n,
+            "copies": f"{s.copy_rate:.1%}",
+            f"> {s.threshold}": f"{s.rate_above_threshold:.1%}",
+            "mean": round(s.mean_top1, 3),
+            "median": round(s.median_top1, 3),
+            "p95": round(s.p95_top1, 3),
+        }
+        for s in sets
+    ]
+    st.dataframe(table, hide_index=True, key="dist_table")
+    with st.expander("What the sets mean"):
+        for name in ("held-out vs training", "training vs training", "calibrated score"):
+            st.markdown(f"**{name}**: {GLOSSARY[name]}")
+
+    st.subheader("Most replicated generations")
+    ranked = sorted((r for r in report.results if r.error is None), key=lambda r: -r.score)
+    shown = len(ranked)
+    if len(ranked) > 1:
+        most = min(GALLERY_MAX, len(ranked))
+        shown = st.slider("How many", 1, most, min(8, most), key="dist_gallery_n")
+    for result in ranked[:shown]:
+        show_generation(scan_index, result)
+
+
+def show_generation(scan_index: ReplicaIndex, result: QueryResult) -> None:
+    match = result.top
+    if match is None:
+        return
+    left, right, info = st.columns([1, 1, 2])
+    query_thumb = cached_thumbnail(result.query, 140)
+    match_thumb = cached_thumbnail(match.path, 140)
+    if query_thumb is not None:
+        left.image(query_thumb, caption=query_name(result.query))
+    if match_thumb is not None:
+        right.image(match_thumb, caption=f"#{match.id} {match.caption or Path(match.path).name}")
+    note = demo_source_note(scan_index, result)
+    info.markdown(
+        f"{verdict_badge(result.verdict)} · calibrated {result.score:+.3f} "
+        f"(copy at ≥ {scan_index.calibration.copy_threshold:+.3f}) · raw {result.raw_score:.3f}"
+        f"  \n{result.explanation()}" + (f"  \n{note}" if note else "")
+    )
+
 
 st.header("Distributions: how much does a set of generations copy?")
 index = current_index()
@@ -38,26 +281,37 @@ if index is None:
     st.stop()
 config = load_config()
 
+measure_now = bool(st.session_state.pop(MEASURE_BATCH_KEY, False))
+if measure_now and st.session_state.get(LAST_BATCH_KEY):
+    st.session_state["dist_source"] = LAST_BATCH  # sent here by Generate's button
+
 default_reference = (
     str(OPENMOJI_DIR / "heldout") if "openmoji" in " ".join(index.manifest.sources) else ""
 )
 reference_text = st.text_input(
-    "Real held-out images (optional baseline)", value=default_reference, key="dist_reference"
+    "Real held-out images (optional baseline)",
+    value=default_reference,
+    key="dist_reference",
+    help="A folder of real images of the same kind that were never used for training. "
+    + GLOSSARY["held-out vs training"],
 )
 
 sources = ["a folder on the server", "uploaded images", "a demo batch"]
 if st.session_state.get(LAST_BATCH_KEY):
-    sources.insert(0, "the last batch generated in the app")
+    sources.insert(0, LAST_BATCH)
 source = st.radio("Generated images from", sources, horizontal=True, key="dist_source")
-generated: Path | list[Path] | None = None
-if source == "the last batch generated in the app":
+generated: Path | None = None
+if source == LAST_BATCH:
     generated = Path(st.session_state[LAST_BATCH_KEY])
-    st.caption(f"Folder: `{generated}`")
+    count = len(list(generated.glob("*.png"))) if generated.is_dir() else 0
+    st.caption(f"{count} images generated on the Generate page.")
 elif source == "a folder on the server":
     folder = st.text_input(
         "Folder of generated images",
         key="dist_folder",
-        help="Allowed roots: " + ", ".join(str(r) for r in config.image_roots),
+        help="Allowed: folders inside "
+        + ", ".join(display_path(r) for r in config.image_roots)
+        + " (relative to the app's data folder, or a full path).",
     )
     if folder:
         try:
@@ -72,10 +326,7 @@ elif source == "uploaded images":
         key="dist_uploads",
     )
     if files:
-        tmp = Path(tempfile.mkdtemp(prefix="replica-upload-"))
-        for i, f in enumerate(files):
-            (tmp / f"{i:04d}_{Path(f.name).name}").write_bytes(f.getvalue())
-        generated = tmp
+        generated = upload_folder(files)
 else:
     st.caption(
         "A labelled stand-in for generations: edited copies of 20 training images mixed "
@@ -88,128 +339,42 @@ else:
         st.session_state["dist_demo_dir"] = str(make_demo_batch(index, folder_out, unseen))
     if st.session_state.get("dist_demo_dir"):
         generated = Path(st.session_state["dist_demo_dir"])
-        st.caption(f"Demo batch: `{generated}`")
+        count = len(list(generated.glob("*.png")))
+        st.caption(f"Demo batch: {count} images ({display_path(generated)}).")
 
 # A bundled model's batch was searched in the model's own training subset at its size on the
 # Generate page; measure it there too, with the held-out baseline brought to that size.
 scan_index, scan_size = index, None
 target = st.session_state.get(LAST_BATCH_TARGET_KEY) or {}
 searched_in = target.get("index", str(index.path))
-if source == "the last batch generated in the app" and searched_in != str(index.path):
-    scan_index, scan_size = index_at(searched_in), target.get("image_size")
-    if scan_index is None:
+if source == LAST_BATCH and searched_in != str(index.path):
+    model_index = index_at(searched_in)
+    if model_index is None:
         st.stop()
+    scan_index, scan_size = model_index, target.get("image_size")
+    label = target.get("label") or "the model"
     st.caption(
         f"Measured as on the Generate page: against the model's own {scan_index.count} "
-        f"training images ({scan_index.path.name})"
+        f"training images ({label})"
         + (f", with the held-out baseline brought to {scan_size} px too." if scan_size else ".")
     )
+# A report belongs to the inputs it was measured with: any other input clears it.
+inputs = (source, str(generated), reference_text, str(scan_index.path), scan_size)
+if st.session_state.get(INPUTS_KEY) != inputs:
+    st.session_state.pop(REPORT_KEY, None)
+    st.session_state.pop(BASELINE_KEY, None)
+    st.session_state[INPUTS_KEY] = inputs
 
-if st.button("Measure replication", key="dist_run", type="primary", disabled=generated is None):
-    reference = None
-    try:
-        if reference_text:
-            reference = config.allowed_image_dir(reference_text)
-            if scan_size:
-                with st.spinner(f"Bringing the held-out images to {scan_size} px…"):
-                    reference = reference_at_size(reference, scan_size)
-        callback, bar = streamlit_progress("Embedding and searching")
-        embedder = embedder_at(scan_index.path)
-        report = scan(
-            scan_index, generated, reference=reference, embedder=embedder, progress=callback
-        )
-        bar.empty()
-        st.session_state[REPORT_KEY] = report
-        st.session_state[BASELINE_KEY] = training_baseline(scan_index, scan_index.calibration)
-    except (PermissionError, FileNotFoundError, ValueError, OSError) as exc:
-        show_error("The scan could not run", exc, "Check the folders and try again.")
+clicked = st.button(
+    "Measure replication", key="dist_run", type="primary", disabled=generated is None
+)
+if generated is not None and (clicked or (measure_now and source == LAST_BATCH)):
+    measure(scan_index, generated, reference_text, scan_size)
 
 report = st.session_state.get(REPORT_KEY)
-if report is None or report.index != str(scan_index.path):
+baseline = st.session_state.get(BASELINE_KEY)
+if report is None or baseline is None:
     st.info("Choose generated images and press **Measure replication**.")
+    show_bundled_study()
     st.stop()
-baseline: ReplicationStats = st.session_state[BASELINE_KEY]
-
-sets = [report.generated]
-if report.reference.name.startswith("held-out"):
-    sets.append(report.reference)
-sets.append(baseline)
-
-cols = st.columns(4)
-g = report.generated
-cols[0].metric(
-    "Replication rate (copies)",
-    f"{g.copy_rate:.1%}",
-    help="Share of generations whose calibrated score says copy.",
-)
-cols[1].metric(
-    f"Share above raw {g.threshold}",
-    f"{g.rate_above_threshold:.1%}",
-    help="The paper's figure: raw SSCD similarity above 0.5.",
-)
-cols[2].metric("95th percentile top-1", f"{g.p95_top1:.3f}")
-cols[3].metric(
-    "Generations scanned",
-    f"{g.n}",
-    delta=f"{len(report.skipped)} unreadable" if report.skipped else None,
-    delta_color="off",
-)
-
-figure = go.Figure()
-colours = ["#d62728", "#1f77b4", "#7f7f7f"]
-for stats, colour in zip(sets, colours, strict=False):
-    figure.add_trace(
-        go.Histogram(
-            x=stats.top1,
-            name=f"{stats.name} (n={stats.n})",
-            histnorm="probability density",
-            opacity=0.55,
-            marker_color=colour,
-            xbins={"start": -0.1, "end": 1.0, "size": 0.025},
-        )
-    )
-figure.add_vline(x=g.threshold, line_dash="dash", annotation_text=f"{g.threshold}")
-figure.update_layout(
-    barmode="overlay",
-    xaxis_title="top-1 similarity to the training set (raw cosine)",
-    yaxis_title="density",
-    height=380,
-    margin={"t": 30},
-    legend={"orientation": "h", "y": -0.25},
-)
-st.plotly_chart(figure, key="dist_histogram")
-
-table = [
-    {
-        "set": s.name,
-        "n": s.n,
-        "copies": f"{s.copy_rate:.1%}",
-        f"> {s.threshold}": f"{s.rate_above_threshold:.1%}",
-        "mean": round(s.mean_top1, 3),
-        "median": round(s.median_top1, 3),
-        "p95": round(s.p95_top1, 3),
-    }
-    for s in sets
-]
-st.dataframe(table, hide_index=True, key="dist_table")
-
-st.subheader("Most replicated generations")
-ranked = sorted((r for r in report.results if r.error is None), key=lambda r: -r.score)
-shown = st.slider(
-    "How many", 1, max(1, min(40, len(ranked))), min(8, len(ranked)), key="dist_gallery_n"
-)
-for result in ranked[:shown]:
-    match = result.top
-    if match is None:
-        continue
-    left, right, info = st.columns([1, 1, 2])
-    query_thumb = cached_thumbnail(result.query, 140)
-    match_thumb = cached_thumbnail(match.path, 140)
-    if query_thumb is not None:
-        left.image(query_thumb, caption=file_label(result.query))
-    if match_thumb is not None:
-        right.image(match_thumb, caption=match.caption or file_label(match.path))
-    info.markdown(
-        f"**{result.verdict.upper()}** · calibrated {result.score:+.3f} · "
-        f"raw {result.raw_score:.3f}  \n{result.explanation()}"
-    )
+show_report(report, baseline, scan_index)
