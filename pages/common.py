@@ -272,3 +272,40 @@ def run_guarded(page: Any) -> None:
         page.run()
     except Exception as exc:  # the last line of defence; st.stop and st.rerun pass through
         show_unexpected_error(exc)
+
+
+def progress_while(
+    bar: Any, label: str, work: Any, start: float, end: float, expected_s: float = 10.0
+) -> Any:
+    """``work()`` (a function without arguments) run in a worker thread while ``bar`` (an
+    ``st.progress`` element) moves from ``start`` towards ``end`` (0..1) with the seconds
+    spent, for steps that report no progress of their own (loading a model, a pipeline
+    call). Returns what ``work`` returns; its exception is raised here."""
+    import math
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as WaitTimeout
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(work)
+        while True:
+            elapsed = time.monotonic() - t0
+            fraction = start + (end - start) * (1.0 - math.exp(-elapsed / max(expected_s, 0.1)))
+            bar.progress(min(end, fraction), text=f"{label} · {elapsed:.0f} s")
+            try:
+                return future.result(timeout=0.25)
+            except WaitTimeout:
+                continue
+
+
+def staged_progress(bar: Any, label: str, start: float, end: float) -> Any:
+    """A lib.progress callback drawing on ``bar`` between ``start`` and ``end`` (0..1), so
+    that several steps share one bar."""
+
+    def callback(done: int, total: int, message: str = "") -> None:
+        fraction = min(1.0, done / total) if total else 0.0
+        suffix = f" · {message}" if message else ""
+        bar.progress(start + (end - start) * fraction, text=f"{label}: {done}/{total}{suffix}")
+
+    return callback

@@ -16,18 +16,24 @@ from lib.diffusion.pipelines import (
     generate,
     load_pipeline,
 )
-from lib.diffusion.sample import sample
+from lib.diffusion.sample import load_model, sample
 from lib.diffusion.study import training_subset_index
 from lib.search import search_files
 from lib.st_cache import cached_thumbnail
 from pages.common import (
+    GLOSSARY,
     LAST_BATCH_KEY,
     LAST_BATCH_TARGET_KEY,
+    MEASURE_BATCH_KEY,
     current_index,
+    display_path,
     embedder_at,
     index_at,
+    progress_while,
     show_error,
-    streamlit_progress,
+    staged_progress,
+    threshold_note,
+    verdict_badge,
 )
 
 OWN_SUBSET = "this model's own training images, at its size (as the study does)"
@@ -39,6 +45,7 @@ if index is None:
 config = load_config()
 
 models = bundled_models(DEFAULT_MODELS_ROOT)
+models_folder = display_path(DEFAULT_MODELS_ROOT)
 sources = ["a bundled model", "a local diffusers pipeline"]
 source = st.radio("Generate with", sources, horizontal=True, key="generate_source")
 model_path: Path | None = None
@@ -47,7 +54,7 @@ prompt = ""
 if source == "a bundled model":
     if not models:
         st.info(
-            f"No bundled model yet under `{DEFAULT_MODELS_ROOT}`: train one with "
+            f"No bundled model yet under `{models_folder}`: train one with "
             "`python -m lib train ...` and `python -m lib model export ...` (see the README), "
             "or use a local pipeline folder."
         )
@@ -82,22 +89,45 @@ seed = int(cols[1].number_input("Seed", 0, 1_000_000, 0, key="generate_seed"))
 steps = int(cols[2].number_input("Steps", 1, 1000, 50, key="generate_steps"))
 ready = model_path is not None or pipeline_dir is not None
 if st.button("Generate", key="generate_run", type="primary", disabled=not ready):
+    # one bar from the first second: loading (no progress of its own, so it moves with the
+    # seconds spent), the model's training images indexed, then each denoising step
+    bar = st.progress(0.0, text="Starting…")
     try:
-        against_path, against_size = str(index.path), None
+        against_path, against_size, against_label = str(index.path), None, ""
         if model_path is not None:
+            progress_while(
+                bar, "Loading the model", lambda: load_model(model_path), 0.0, 0.15, 15.0
+            )
             if against == OWN_SUBSET:
-                callback, bar = streamlit_progress("Indexing the model's training images")
-                against_path = str(training_subset_index(picked, progress=callback).path)
-                against_size = picked.manifest.image_size
-                bar.empty()
-            callback, bar = streamlit_progress("Denoising")
-            images = sample(model_path, n, steps=steps, seed=seed, progress=callback)
-            bar.empty()
-        else:
-            with st.spinner("Loading the pipeline and generating…"):
-                images = generate(
-                    load_pipeline(pipeline_dir), prompt or None, n, steps=steps, seed=seed
+                subset = progress_while(
+                    bar,
+                    "Indexing the model's training images",
+                    lambda: training_subset_index(picked),  # built on first use, then cached
+                    0.15,
+                    0.3,
+                    10.0,
                 )
+                against_path = str(subset.path)
+                against_size = picked.manifest.image_size
+                against_label = (
+                    f"{picked.name}'s own {picked.manifest.n_train} training images "
+                    f"at {against_size} px"
+                )
+            callback = staged_progress(bar, "Denoising", 0.3, 1.0)
+            images = sample(model_path, n, steps=steps, seed=seed, progress=callback)
+        else:
+            pipeline = progress_while(
+                bar, "Loading the pipeline", lambda: load_pipeline(pipeline_dir), 0.0, 0.3, 15.0
+            )
+            images = progress_while(
+                bar,
+                f"Generating {n} image(s)",
+                lambda: generate(pipeline, prompt or None, n, steps=steps, seed=seed),
+                0.3,
+                1.0,
+                max(5.0, n * steps * 0.05),
+            )
+        bar.empty()
         out = config.upload_root / f"generated-{uuid.uuid4().hex[:8]}"
         out.mkdir(parents=True, exist_ok=True)
         for i, image in enumerate(images):
@@ -106,28 +136,58 @@ if st.button("Generate", key="generate_run", type="primary", disabled=not ready)
         st.session_state[LAST_BATCH_TARGET_KEY] = {
             "index": against_path,
             "image_size": against_size,
+            "label": against_label,
         }
     except (ValueError, OSError, RuntimeError) as exc:
+        bar.empty()
         show_error("Generation failed", exc, "Check the model folder, the prompt and the steps.")
 
 batch = st.session_state.get(LAST_BATCH_KEY)
 if not batch or not Path(batch).is_dir():
     st.stop()
 files = sorted(Path(batch).glob("*.png"))
-searched_in = (st.session_state.get(LAST_BATCH_TARGET_KEY) or {}).get("index", str(index.path))
+target = st.session_state.get(LAST_BATCH_TARGET_KEY) or {}
+searched_in = target.get("index", str(index.path))
+sidebar_index = index
+label = ""
 if searched_in != str(index.path):
-    index = index_at(searched_in)
-    if index is None:
+    model_index = index_at(searched_in)
+    if model_index is None:
         st.stop()
-    st.caption(f"Searched against {index.count} training images of the model ({index.path.name}).")
+    index = model_index
+    label = target.get("label") or "the model's own training images"
+    st.caption(f"Searched against {index.count} training images of the model ({label}).")
 embedder = embedder_at(index.path)
+if embedder is None:
+    st.stop()
 with st.spinner("Searching the training set…"):
     results = search_files(index, files, embedder=embedder, top_k=1)
 copies = sum(r.verdict == "copy" for r in results)
-st.markdown(f"**{len(results)} generations**, {copies} flagged as copies · batch `{batch}`")
-if st.button("Measure this batch on the Distributions page", key="generate_to_distributions"):
+st.markdown(f"**{len(results)} generations**, {copies} flagged as copies")
+note = threshold_note(index, label)
+if index is not sidebar_index:
+    other = sidebar_index.calibration.copy_threshold
+    note += (
+        f" The sidebar index ({sidebar_index.count:,} full-size images) measures its own: copy at "
+        f"≥ {other:+.3f}; small, low-resolution sets of look-alikes differ less from each other, "
+        "so a smaller margin already stands out."
+    )
+st.caption(note)
+
+
+def measure_on_distributions() -> None:
+    """on_click: ask the Distributions page to measure this batch as soon as it opens."""
+    st.session_state[MEASURE_BATCH_KEY] = True
+
+
+if st.button(
+    "Measure this batch on the Distributions page",
+    key="generate_to_distributions",
+    on_click=measure_on_distributions,
+):
     st.switch_page("pages/distributions.py")
 per_row = 4
+copy_at = index.calibration.copy_threshold
 for start in range(0, len(results), per_row):
     cols = st.columns(per_row)
     for col, result in zip(cols, results[start : start + per_row], strict=False):
@@ -135,13 +195,17 @@ for start in range(0, len(results), per_row):
             pair = st.columns(2)
             generated = cached_thumbnail(result.query, 110)
             if generated is not None:
-                pair[0].image(generated, caption="generated")
+                pair[0].image(generated, caption=Path(result.query).stem.replace("_", " "))
             top = result.top
             if top is not None:
                 match = cached_thumbnail(top.path, 110)
                 if match is not None:
                     pair[1].image(match, caption=top.caption or Path(top.path).name)
+            if result.error:
+                st.caption(f"Could not be read: {result.error}")
+                continue
             st.markdown(
-                f"**{result.verdict.upper()}** · raw {result.raw_score:.3f} · "
-                f"cal {result.score:+.3f}"
+                f"{verdict_badge(result.verdict)}  \nraw {result.raw_score:.3f} · "
+                f"calibrated {result.score:+.3f} (copy at ≥ {copy_at:+.3f})",
+                help=GLOSSARY["calibrated score"],
             )

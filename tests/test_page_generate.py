@@ -55,10 +55,12 @@ def test_local_pipeline_generates_a_searched_batch(
     assert not at.exception, at.exception
     summary = [m.value for m in at.markdown if "generations" in m.value]
     assert summary and summary[0].startswith("**3 generations**")
-    verdicts = [
-        m.value for m in at.markdown if m.value.startswith(("**COPY", "**SIMILAR", "**NONE"))
-    ]
+    # one vocabulary (VERDICT_BADGES, as on Search), each with the threshold that applies
+    verdicts = [m.value for m in at.markdown if "-badge[" in m.value]
     assert len(verdicts) == 3
+    assert all(any(w in v for w in ("COPY]", "SIMILAR]", "NO CLEAR MATCH]")) for v in verdicts)
+    assert all("copy at ≥ " in v for v in verdicts)
+    assert not any(str(tmp_path) in m.value for m in [*at.markdown, *at.caption])
     batch = Path(at.session_state["last_generated_batch"])
     assert sorted(p.name for p in batch.glob("*.png")) == [
         "gen_0000.png",
@@ -102,6 +104,11 @@ def test_a_bundled_model_generates_with_progress(
     assert summary and summary[0].startswith("**2 generations**")
     n_train = models[0].manifest.n_train
     assert any(f"Searched against {n_train} training images" in c.value for c in at.caption)
+    # the threshold that applies there, and why it is not the sidebar index's
+    note = next(c.value for c in at.caption if "Copy at calibrated ≥" in c.value)
+    assert f"{models[0].name}'s own {n_train} training images" in note
+    assert "The sidebar index" in note and "measures its own" in note
+    assert not any("px-" in c.value for c in at.caption)  # no hash-named cache folders
 
     # The Distributions page measures that batch where the Generate page searched it: in the
     # model's own training subset, with the held-out baseline brought to the model's size.
@@ -149,4 +156,74 @@ def test_a_text_to_image_pipeline_asks_for_a_prompt_and_uses_it(
     assert not at.error
     batch = Path(at.session_state["last_generated_batch"])
     assert len(list(batch.glob("*.png"))) == 2
-    assert at.session_state["last_generated_target"] == {"index": str(index), "image_size": None}
+    assert at.session_state["last_generated_target"] == {
+        "index": str(index),
+        "image_size": None,
+        "label": "",
+    }
+
+
+def test_progress_moves_while_the_model_loads(
+    workspace: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the first denoising step (model loading: about 25 s on a busy machine) the bar
+    already moves and says what it is doing."""
+    import time
+
+    from streamlit.elements.progress import ProgressMixin
+
+    import lib.diffusion.sample
+
+    index, _ = workspace
+    real_load = lib.diffusion.sample.load_model
+    updates: list[tuple[float, str]] = []
+    real_progress = ProgressMixin.progress
+
+    def slow_load(*args: object, **kwargs: object) -> object:
+        time.sleep(1.5)
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    def record(self: object, value: float, text: str | None = None, **kw: object) -> object:
+        updates.append((float(value), text or ""))
+        return real_progress(self, value, text=text, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lib.diffusion.sample, "load_model", slow_load)
+    monkeypatch.setattr(ProgressMixin, "progress", record)
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["index_path"] = str(index)
+    at.run()
+    at.radio(key="generate_against_choice").set_value("the index selected in the sidebar").run()
+    at.number_input(key="generate_n").set_value(1).run()
+    at.number_input(key="generate_steps").set_value(2).run()
+    updates.clear()
+    at.button(key="generate_run").click().run()
+    assert not at.exception, at.exception
+    loading = [(v, t) for v, t in updates if t.startswith("Loading the model")]
+    assert len(loading) >= 3, updates  # updated several times a second while loading
+    values = [v for v, _ in loading]
+    assert values[-1] > values[0]
+    assert values == sorted(values)
+    first_denoising = next(i for i, (_, t) in enumerate(updates) if t.startswith("Denoising"))
+    assert first_denoising > len(loading) - 1
+    assert updates[-1][0] == pytest.approx(1.0)
+
+
+def test_measure_this_batch_asks_distributions_to_measure(
+    workspace: tuple[Path, Path], tmp_path: Path
+) -> None:
+    index, _ = workspace
+    batch = tmp_path / "uploads" / "generated-x"
+    batch.mkdir(parents=True)
+    for i in range(2):
+        (batch / f"gen_{i:04d}.png").write_bytes(
+            (tmp_path / "train" / f"img_{i:04d}.png").read_bytes()
+        )
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.session_state["index_path"] = str(index)
+    at.session_state["last_generated_batch"] = str(batch)
+    at.session_state["last_generated_target"] = {"index": str(index), "image_size": None}
+    at.run()
+    assert not at.exception, at.exception
+    at.button(key="generate_to_distributions").click().run()
+    # Distributions reads this flag and measures the batch at once (tested there)
+    assert at.session_state["measure_batch_now"] is True
