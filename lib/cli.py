@@ -226,7 +226,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
     index = _open(args.index_dir)
     with _progress(args, "range search") as progress:
-        report = find_duplicates(index, threshold=args.threshold, progress=progress)
+        report = find_duplicates(index, threshold=args.threshold, progress=progress, keep=args.keep)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,12 +240,15 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(
         f"{len(report.clusters)} cluster(s) of near-duplicates at cosine >= {args.threshold} "
-        f"among {report.n_images} images; {report.n_removable} removable"
+        f"among {report.n_images} images; {report.n_removable} removable "
+        f"({report.removable_share:.0%}; kept: {report.keep_rule})"
     )
+    if report.n_unassigned:
+        print(f"{report.n_unassigned} linked only through others: not proposed for removal")
     for c in report.clusters[:20]:
         print(
-            f"  cluster {c.cluster}: {c.size} images, similarity {c.min_similarity:.3f}"
-            f"-{c.max_similarity:.3f}"
+            f"  cluster {c.cluster}: {c.size} images, similarity to the kept image "
+            f"{c.min_similarity:.3f}-{c.max_similarity:.3f}, lowest pair {c.lowest_pair:.3f}"
         )
         for m in c.members:
             print(f"    {'keep' if m.keep else '    '}  {m.similarity:.3f}  {m.path}")
@@ -273,7 +276,7 @@ def _print_skipped(skipped: Sequence[Any]) -> None:
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from lib.duplicates import DEFAULT_DUPLICATE_THRESHOLD
+    from lib.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_RULE, KEEP_RULES
     from lib.embedders import DEFAULT_EMBEDDER, available_embedders
 
     parser = argparse.ArgumentParser(
@@ -344,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_DUPLICATE_THRESHOLD,
         help="raw cosine (default %(default)s)",
+    )
+    dup.add_argument(
+        "--keep",
+        choices=list(KEEP_RULES),
+        default=DEFAULT_KEEP_RULE,
+        help="which image a cluster keeps (default %(default)s)",
     )
     dup.add_argument("--out", help="CSV file (a JSON file is written beside it) or .json")
     dup.add_argument("--json", action="store_true")

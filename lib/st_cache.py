@@ -12,7 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from lib.compare import fit_height
-from lib.duplicates import DuplicateReport, find_duplicates
+from lib.duplicates import DEFAULT_KEEP_RULE, DuplicateReport, find_duplicates
 from lib.embedders import Embedder
 from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex, open_index
@@ -80,6 +80,9 @@ def cached_map_points(
 
 
 @st.cache_data(show_spinner="Finding near-duplicates…", max_entries=16)
-def cached_duplicates(path: str, mtime: float, threshold: float) -> DuplicateReport:
-    """Near-duplicate clusters of an index at a cosine threshold, computed once per pair."""
-    return find_duplicates(cached_index(path, mtime), threshold)
+def cached_duplicates(
+    path: str, mtime: float, threshold: float, keep: str = DEFAULT_KEEP_RULE
+) -> DuplicateReport:
+    """Near-duplicate clusters of an index at a cosine threshold and keep rule, computed once
+    per combination."""
+    return find_duplicates(cached_index(path, mtime), threshold, keep=keep)

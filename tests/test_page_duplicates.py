@@ -53,6 +53,10 @@ def test_planted_clusters_counts_and_kept_images(planted: Path) -> None:
     assert metrics["Removable"] == "3"
     headings = [m.value for m in at.markdown if m.value.startswith("**Cluster")]
     assert len(headings) == 2 and "3 images" in headings[0] and "2 images" in headings[1]
+    # each cluster's lowest similarity between any two members
+    lowest = [float(h.rsplit("lowest between any two ", 1)[1]) for h in headings]
+    assert all(0.9 - 1e-3 <= x <= 1.0 for x in lowest)
+    assert not at.warning  # 3 of 33 images: nothing alarming
     captions = image_captions(at)
     assert len(captions) == 5
     kept = [c for c in captions if c.startswith("KEEP ·")]
@@ -105,3 +109,21 @@ def test_show_more_pages_through_many_clusters(tmp_path: Path) -> None:
     # a new threshold starts again from the first page
     at.slider(key="dup_threshold").set_value(0.88).run()
     assert len([m for m in at.markdown if m.value.startswith("**Cluster")]) == 30
+    # half of the set would go: the curator is warned
+    assert "This would remove 34 of 68 images (50%)" in at.warning[0].value
+    assert "Raise the threshold" in at.warning[0].value
+
+
+def test_the_curator_picks_which_image_is_kept(planted: Path) -> None:
+    at = page(planted)
+    at.slider(key="dup_threshold").set_value(0.9).run()
+    keep = at.selectbox(key="dup_keep")
+    assert keep.value == "most-linked"
+    keep.set_value("first").run()
+    assert not at.exception
+    kept = [c for c in image_captions(at) if c.startswith("KEEP ·")]
+    expected = find_duplicates(open_index(planted), 0.9, keep="first")
+    first = [Path(m.path).name for c in expected.clusters for m in c.members if m.keep]
+    assert len(kept) == 2 and all(n in c for n, c in zip(first, kept, strict=True))
+    labels = [b.label for b in at.get("download_button")]
+    assert labels[0] == "Files to remove (3) · CSV"
