@@ -525,3 +525,31 @@ def _replace(tmp: Path, dest: Path) -> None:
         os.rename(old, dest)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def grid_representatives(
+    coords: np.ndarray, cells: int = 14, limit: int = 60
+) -> tuple[np.ndarray, float]:
+    """Pictures for a map: the plane cut into square cells (``cells`` along its longer side),
+    for the ``limit`` most crowded cells the point nearest that cell's mean position.
+
+    Args:
+        coords: (n, 2) map positions.
+
+    Returns:
+        (m,) int64 positions into ``coords`` (most crowded cell first) and the cell's side in
+        map units.
+    """
+    if len(coords) == 0:
+        return np.zeros(0, dtype=np.int64), 1.0
+    low = coords.min(axis=0)
+    side = float(max(np.ptp(coords, axis=0).max(), 1e-6)) / cells
+    cell = np.floor((coords - low) / side).astype(np.int64)
+    keys = cell[:, 0] * (cells + 1) + cell[:, 1]
+    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    picks = []
+    for k in np.argsort(-counts, kind="stable")[:limit]:
+        members = np.flatnonzero(inverse == k)
+        centre = coords[members].mean(axis=0)
+        picks.append(int(members[np.argmin(np.linalg.norm(coords[members] - centre, axis=1))]))
+    return np.array(picks, dtype=np.int64), side

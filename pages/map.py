@@ -19,6 +19,7 @@ from lib.projection import (
     MIN_POINTS,
     OTHER_GROUP,
     Projection,
+    grid_representatives,
     map_table,
     project,
     transform,
@@ -39,6 +40,13 @@ from pages.common import INDEX_KEY, current_index, file_label, show_error, strea
 SELECTED_KEY = "map_selected"
 # st.session_state: {index path: Projection} for maps that could not be written to disk.
 UNSTORED_KEY = "map_unstored"
+# st.session_state: the names of the uploads last placed (new uploads get selected).
+PLACED_KEY = "map_placed"
+# Pictures on the map: the most crowded cells of a grid, and the selected point's neighbours.
+PICTURE_CELLS = 14
+PICTURES = 60
+PICTURE_PX = 64
+ZOOM = 0.12  # the view around a selected point: this share of the map's span each side
 COLOURS = ["caption group", "nearest-neighbour similarity"]
 GROUPS = 20
 NEIGHBOURS = 6
@@ -112,9 +120,14 @@ def select_from_input() -> None:
 
 
 def map_figure(
-    points: pd.DataFrame, colour: str, uploads: Uploads, selected: int | None
+    points: pd.DataFrame,
+    colour: str,
+    uploads: Uploads,
+    selected: int | None,
+    pictures: list[tuple[str, float, float, float]] | None = None,
 ) -> go.Figure:
-    """The scatter: training points (WebGL), uploads as stars, the selected point ringed."""
+    """The scatter: training points (WebGL), uploads as stars, the selected point ringed,
+    labelled and zoomed to; ``pictures`` (path, x, y, size in map units) drawn as images."""
     fig = go.Figure()
     size = 4 if len(points) > 10_000 else 7
     hover = "%{hovertext}<extra></extra>"
@@ -167,23 +180,79 @@ def map_figure(
                         "line": {"width": 1.5, "color": "black"}},
             )
         )  # fmt: skip
+    spot_xy, label = None, ""
     if selected is not None and selected >= 0:
         spot = points[points["row"] == selected]
         if len(spot):
-            fig.add_trace(
-                go.Scatter(
-                    x=spot["x"], y=spot["y"], mode="markers", name="selected",
-                    customdata=spot["row"].to_numpy(), hoverinfo="skip",
-                    marker={"symbol": "circle-open", "size": 22, "color": "black",
-                            "line": {"width": 3}},
-                )
+            spot_xy = (float(spot["x"].iloc[0]), float(spot["y"].iloc[0]))
+            caption = str(spot["caption"].iloc[0]) or str(spot["file"].iloc[0])
+            label = f"#{selected} {caption}"
+    elif selected is not None and -1 - selected < len(uploads.names):
+        which = -1 - selected
+        spot_xy = (float(uploads.coords[which, 0]), float(uploads.coords[which, 1]))
+        label = f"your image: {uploads.names[which]}"
+    for path, x, y, side in pictures or []:
+        thumb = cached_thumbnail(path, PICTURE_PX)
+        if thumb is not None:
+            fig.add_layout_image(
+                source=thumb, xref="x", yref="y", x=x, y=y, sizex=side, sizey=side,
+                xanchor="center", yanchor="middle", layer="above", opacity=0.95,
             )  # fmt: skip
+    xaxis: dict[str, object] = {"visible": False}
+    yaxis: dict[str, object] = {"visible": False, "scaleanchor": "x"}
+    if spot_xy is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[spot_xy[0]], y=[spot_xy[1]], mode="markers", name="selected",
+                customdata=[selected], hoverinfo="skip",
+                marker={"symbol": "circle-open", "size": 30, "color": "#e4002b",
+                        "line": {"width": 4}},
+            )
+        )  # fmt: skip
+        fig.add_annotation(
+            x=spot_xy[0], y=spot_xy[1], text=f"<b>{label}</b>", showarrow=True, arrowhead=2,
+            arrowwidth=2, arrowcolor="#e4002b", ax=0, ay=-60, bgcolor="white",
+            bordercolor="#e4002b", borderwidth=2,
+        )  # fmt: skip
+        span = float(max(np.ptp(points["x"].to_numpy()), np.ptp(points["y"].to_numpy()), 1e-6))
+        half = ZOOM * span
+        xaxis["range"] = [spot_xy[0] - half, spot_xy[0] + half]
+        yaxis["range"] = [spot_xy[1] - half, spot_xy[1] + half]
     fig.update_layout(
-        height=640, margin={"l": 0, "r": 0, "t": 10, "b": 0}, uirevision="map",
-        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-        legend={"itemsizing": "constant"}, dragmode="pan",
+        height=640, margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        # a new selection moves the view to it; panning and zooming are kept otherwise
+        uirevision=f"map-{selected}", xaxis=xaxis, yaxis=yaxis, dragmode="pan",
+        # above the plot, so that it never covers the colour bar on the right
+        legend={"itemsizing": "constant", "orientation": "h", "x": 0, "y": 1.0,
+                "xanchor": "left", "yanchor": "bottom"},
     )  # fmt: skip
     return fig
+
+
+def map_pictures(
+    index: ReplicaIndex,
+    points: pd.DataFrame,
+    selected: int | None,
+    neighbours: list[int],
+) -> list[tuple[str, float, float, float]]:
+    """(path, x, y, size) of the pictures to draw: one per crowded cell of the map, and the
+    selected point and its neighbours (smaller, to be seen when zoomed in)."""
+    coords = points[["x", "y"]].to_numpy()
+    positions, side = grid_representatives(coords, PICTURE_CELLS, PICTURES)
+    paths = index.metadata["path"].astype(str).to_numpy()
+    rows = points["row"].to_numpy()
+    out = [
+        (str(paths[rows[p]]), float(coords[p, 0]), float(coords[p, 1]), side * 0.9)
+        for p in positions
+    ]
+    near = [r for r in ([selected] if selected is not None and selected >= 0 else []) + neighbours]
+    where = {int(r): i for i, r in enumerate(rows)}
+    small = ZOOM * side * PICTURE_CELLS * 0.25
+    for r in near:
+        if r in where:
+            i = where[r]
+            out.append((str(paths[r]), float(coords[i, 0]), float(coords[i, 1]), small))
+    return out
 
 
 def neighbour_row(matches: list[Match]) -> None:
@@ -198,6 +267,13 @@ def neighbour_row(matches: list[Match]) -> None:
             col.caption(f"{label} (image not readable)")
         else:
             col.image(thumb, caption=label)
+
+
+def neighbour_rows(index: ReplicaIndex, row: int) -> list[int]:
+    """Index rows of the ``NEIGHBOURS`` nearest other images of ``row``."""
+    vector = index.get_vectors(np.array([row]))
+    _, ids = index.search_vectors(vector, NEIGHBOURS + 1)
+    return [int(i) for i in ids[0] if int(i) != row and int(i) >= 0][:NEIGHBOURS]
 
 
 def show_training_point(index: ReplicaIndex, row: int, projection: Projection) -> None:
@@ -256,12 +332,17 @@ if projection is None:
         st.stop()
     shown = min(index.count, MAX_POINTS)
     subset = f" (a random {shown:,} of them)" if shown < index.count else ""
-    st.info(
-        f"No map yet for this index. Computing it places {shown:,} images{subset} with UMAP "
-        f"once (about {max(1, round(shown / 20_000 * 3))} min) and stores it beside the index."
-    )
-    if not st.button("Compute the map", key="map_compute", type="primary"):
+    offer = st.empty()  # cleared once the map is computed: no stale "No map yet"
+    with offer.container():
+        st.info(
+            f"No map yet for this index. Computing it places {shown:,} images{subset} with UMAP "
+            f"once (about {max(1, round(shown / 20_000 * 3))} min) and stores it beside the "
+            "index."
+        )
+        compute = st.button("Compute the map", key="map_compute", type="primary")
+    if not compute:
         st.stop()
+    offer.empty()
     projection = compute_map(index)
     if projection is None:
         st.stop()
@@ -278,6 +359,12 @@ if points is None:  # a map that could not be stored is not in the loader's cach
 
 controls = st.columns([2, 3])
 colour = controls[0].radio("Colour by", COLOURS, horizontal=True, key="map_colour")
+show_pictures = controls[0].toggle(
+    "Pictures on the map",
+    value=True,
+    key="map_pictures",
+    help="One picture per crowded area, and the selected image's neighbours (zoom in to see them).",
+)
 uploaded = controls[1].file_uploader(
     "Place your own images (queries, generations) on the map",
     type=sorted(s.lstrip(".") for s in IMAGE_SUFFIXES),
@@ -296,12 +383,22 @@ if files:
         st.warning(f"Skipped {error}")
 
 st.session_state.setdefault(SELECTED_KEY, None)
+if uploads.names and st.session_state.get(PLACED_KEY) != uploads.names:
+    st.session_state[SELECTED_KEY] = -1  # new uploads: select (and zoom to) the first one
+st.session_state[PLACED_KEY] = list(uploads.names)
 selected = st.session_state[SELECTED_KEY]
 if selected is not None and selected < 0 and -1 - selected >= len(uploads.names):
     selected = st.session_state[SELECTED_KEY] = None
+neighbours: list[int] = []
+if selected is not None and 0 <= selected < index.count:
+    neighbours = neighbour_rows(index, int(selected))
+elif selected is not None and selected < 0:
+    _, found = index.search_vectors(uploads.vectors[-1 - selected : -selected], NEIGHBOURS)
+    neighbours = [int(i) for i in found[0] if int(i) >= 0]
+pictures = map_pictures(index, points, selected, neighbours) if show_pictures else []
 
 st.plotly_chart(
-    map_figure(points, colour, uploads, selected),
+    map_figure(points, colour, uploads, selected, pictures),
     key="map_chart",
     on_select=select_from_chart,
     selection_mode="points",

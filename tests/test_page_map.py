@@ -87,6 +87,9 @@ def test_compute_button_stores_the_map_and_draws_every_image(tmp_path: Path) -> 
     assert not at.get("plotly_chart")
     at.button(key="map_compute").click().run()
     assert not at.exception, at.exception
+    # the offer to compute is gone with the map on screen, not left above it
+    assert not any("No map yet" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "map_compute"]
     assert (projection_dir(index_path) / "coords.npy").is_file()
     assert (projection_dir(index_path) / "reducer.joblib").is_file()
     traces = figure(at)["data"]
@@ -107,6 +110,9 @@ def test_colour_by_nearest_neighbour_similarity(mapped_index: Path) -> None:
     (trace,) = figure(at)["data"]
     colours = values(trace["marker"]["color"])
     assert len(colours) == 65 and "colorbar" in trace["marker"]
+    # the legend sits above the plot, clear of the colour bar and its title on the right
+    legend = figure(at)["layout"]["legend"]
+    assert legend["orientation"] == "h" and legend["yanchor"] == "bottom" and legend["y"] >= 1
     lone = trace["hovertext"][int(colours.argmin())]
     assert "lone_0099.png" in lone
     assert np.sort(colours)[1] > 0.9, "every other image has a near-duplicate"
@@ -127,6 +133,16 @@ def test_picking_a_point_by_id_shows_it_and_its_neighbours(mapped_index: Path) -
     scores = [float(c.rsplit("· ", 1)[1]) for c in neighbours]
     assert scores == sorted(scores, reverse=True) and scores[-1] > 0.9
     assert any(t["name"] == "selected" for t in figure(at)["data"])
+    # the view zooms to the selected point and labels it
+    spot = point(at, row)
+    layout = figure(at)["layout"]
+    (x0, x1), (y0, y1) = layout["xaxis"]["range"], layout["yaxis"]["range"]
+    assert x0 < spot[0] < x1 and y0 < spot[1] < y1
+    everything = np.concatenate([np.c_[values(t["x"]), values(t["y"])] for t in figure(at)["data"]])
+    assert x1 - x0 < 0.5 * np.ptp(everything[:, 0])
+    assert any(a["text"] == f"<b>#{row} blue scene 2 v00</b>" for a in layout["annotations"])
+    # its neighbours are drawn as pictures where they sit, besides the crowded cells' ones
+    assert len(layout["images"]) >= 1 + 6
 
 
 def test_uploaded_image_lands_next_to_the_image_it_copies(mapped_index: Path) -> None:
@@ -148,9 +164,11 @@ def test_uploaded_image_lands_next_to_the_image_it_copies(mapped_index: Path) ->
     nearest = fam[np.argsort(distances)[:6]]
     assert nearest[0] == 1 and (nearest == 1).sum() >= 5
     assert distances.min() < 0.1 * np.ptp(xy, axis=0).max()
-    # picking the star (as a click would) lists its nearest training images
-    at.session_state["map_selected"] = -1
-    at.run()
+    # the upload is selected at once, zoomed to and labelled, with its nearest training images
+    assert at.session_state["map_selected"] == -1
+    layout = figure(at)["layout"]
+    assert any("your image: my_generation.png" in a["text"] for a in layout["annotations"])
+    assert layout["xaxis"]["range"][0] < star[0] < layout["xaxis"]["range"][1]
     assert any(m.value == "**Your image: my_generation.png**" for m in at.markdown)
     captions = [c for image in at.image for c in image.captions]
     assert captions[0] == "my_generation.png"
@@ -180,3 +198,15 @@ def test_a_subsampled_map_says_so_and_still_picks_any_image(
     assert not at.exception
     assert any("Not drawn on the map" in c.value for c in at.caption)
     assert len([c for image in at.image for c in image.captions]) == 7
+
+
+def test_pictures_on_the_map(mapped_index: Path) -> None:
+    at = page(mapped_index)
+    images = figure(at)["layout"]["images"]
+    # one picture per crowded cell (4 families and a lone image: at least 5 cells)
+    assert 5 <= len(images) <= 60
+    assert all(i["source"].startswith("data:image/") for i in images)
+    assert all(i["xref"] == "x" and i["yref"] == "y" for i in images)
+    at.toggle(key="map_pictures").set_value(False).run()
+    assert not at.exception
+    assert not figure(at)["layout"].get("images")
