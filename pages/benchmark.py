@@ -16,7 +16,14 @@ from lib.bench.manifest import BenchmarkNotFound
 from lib.defaults import DATA_DIR
 from lib.embedders import EMBEDDERS, EmbedderUnavailable
 from lib.st_cache import cached_thumbnail
-from pages.common import show_error, streamlit_progress
+from pages.common import (
+    GLOSSARY,
+    MIN_CALIBRATION_IMAGES,
+    VERDICT_BADGES,
+    show_error,
+    streamlit_progress,
+    verdict_badge,
+)
 
 BENCH_ROOT = DATA_DIR / "cache"
 REPORT_ROOT = DATA_DIR.parent / "reports"
@@ -129,6 +136,33 @@ bench_dir = Path(results["benchmark"])
 
 st.subheader(f"Results: {result_path.name}")
 st.markdown((result_path / "table.md").read_text(encoding="utf-8"))
+with st.expander("What the columns mean"):
+    for term in ("uAP", "mAP", "recall@P90", "recall@k", "calibrated score", "raw cosine"):
+        st.markdown(f"**{term}**: {GLOSSARY[term]}")
+    st.markdown(
+        "**copy verdicts / distractors flagged**: the share of copies called COPY, and of "
+        "look-alike distractors wrongly called COPY, at the index's own threshold (about 2% "
+        "false alarms when the references are enough to calibrate)."
+    )
+for entry in results.get("embedders", []):
+    cal = entry.get("calibration", {})
+    measured = cal.get("null_sample")
+    too_small = measured == 0 or (
+        measured is None and entry.get("n_references", 0) < MIN_CALIBRATION_IMAGES
+    )
+    if too_small:
+        st.warning(
+            f"**`{entry['name']}`: {entry.get('n_references', 0)} references are too few to "
+            "calibrate.** With fewer than "
+            f"{MIN_CALIBRATION_IMAGES} images the index cannot measure how unrelated images "
+            "score, so its verdicts rest on default thresholds (copy at calibrated ≥ "
+            f"{cal.get('copy_threshold', 0.0):+.3f}) that were not measured on these images: "
+            "its copy verdicts and distractors flagged do not hold the advertised "
+            f"{cal.get('false_alarm_rate', 0.02):.0%} false-alarm rate. Make the benchmark with "
+            "more sources to calibrate it; the ranking metrics (uAP, mAP, recall) do not "
+            "depend on it.",
+            icon=":material/warning:",
+        )
 for name, reason in results.get("unavailable", {}).items():
     st.warning(f"`{name}` could not run here: {reason}")
 
@@ -167,6 +201,7 @@ for title, group in (
                     col.image(thumb, caption=Path(rel).name)
         cols[3].markdown(
             f"`{r['kind']}` · top-1 raw {float(r['top1_raw']):.3f} · calibrated "
-            f"{float(r['top1_calibrated']):+.3f} · verdict **{r['verdict']}**"
+            f"{float(r['top1_calibrated']):+.3f} · "
+            + (verdict_badge(r["verdict"]) if r["verdict"] in VERDICT_BADGES else r["verdict"])
             + (f" · source rank {r['source_rank'] or '>k'}" if r["source"] else "")
         )

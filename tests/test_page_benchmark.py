@@ -40,3 +40,17 @@ def test_saved_result_renders_table_curves_and_failures(result_dir: Path) -> Non
     assert at.selectbox(key="bench_failures_embedder").value == "pixels"
     summary = [c.value for c in at.caption if "copies whose source" in c.value]
     assert summary, "the failure counts are stated"
+
+
+def test_plain_words_and_a_too_small_benchmark_says_so(result_dir: Path) -> None:
+    at = AppTest.from_file("../pages/benchmark.py", default_timeout=120)
+    at.session_state["bench_result_dir"] = str(result_dir)
+    at.run()
+    assert not at.exception, at.exception
+    glossary = " ".join(m.value for m in at.markdown)
+    for term in ("**uAP**", "**mAP**", "**recall@P90**", "**calibrated score**"):
+        assert term in glossary
+    # 6 sources: too few to measure the thresholds, and the page says what that means
+    warning = " ".join(w.value for w in at.warning)
+    assert "`pixels`" in warning and "too few to calibrate" in warning
+    assert "default thresholds" in warning

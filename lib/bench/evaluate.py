@@ -182,6 +182,7 @@ def _embedder_result(
             "copy_threshold": calibration.copy_threshold,
             "similar_threshold": calibration.similar_threshold,
             "false_alarm_rate": calibration.false_alarm_rate,
+            "null_sample": calibration.null_sample,  # 0: too few references to calibrate
         },
         overall=_metrics(outcomes, None, top_k),
         per_kind={k: _metrics(outcomes, k, top_k) for k in manifest.kinds()},
