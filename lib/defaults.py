@@ -1,4 +1,5 @@
-"""The embedded default data: OpenMoji rendered and split, and its SSCD index.
+"""The embedded default data: OpenMoji rendered and split, its SSCD index and the index's
+map (so that the Map page opens on a picture, not a form).
 
 ``make setup`` calls :func:`prepare_default_data`; the second call returns at once.
 """
@@ -9,7 +10,7 @@ import logging
 from pathlib import Path
 
 from lib.datasets import prepare_openmoji
-from lib.index import build_index, is_index, open_index
+from lib.index import ReplicaIndex, build_index, is_index, open_index
 from lib.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,13 @@ DEFAULT_INDEX = INDEX_ROOT / "openmoji-sscd"
 
 
 def prepare_default_data(progress: ProgressCallback | None = None, rebuild: bool = False) -> str:
-    """Render OpenMoji (train/held-out split) and build the default SSCD index over the
-    training part, unless both are already there. Returns a one-line summary."""
+    """Render OpenMoji (train/held-out split), build the default SSCD index over the training
+    part and its map (UMAP), unless they are already there. Returns a one-line summary."""
     split = prepare_openmoji(OPENMOJI_DIR, progress=progress)
     if is_index(DEFAULT_INDEX) and not rebuild:
         index = open_index(DEFAULT_INDEX)
         if index.count + len(index.manifest.skipped) == split.n_train:
+            _prepare_map(index, progress)
             return (
                 f"default data ready: {index.count} training emoji indexed in "
                 f"{DEFAULT_INDEX}, {split.n_heldout} held out in {split.heldout_dir}"
@@ -37,6 +39,14 @@ def prepare_default_data(progress: ProgressCallback | None = None, rebuild: bool
     report = build_index(
         split.train_dir, DEFAULT_INDEX, embedder="sscd", source="openmoji", progress=progress
     )
+    _prepare_map(report.index, progress)
     return (
         f"default data ready: {report.summary()}; {split.n_heldout} held out in {split.heldout_dir}"
     )
+
+
+def _prepare_map(index: ReplicaIndex, progress: ProgressCallback | None) -> None:
+    """The index's map, computed once and stored beside it (the stored one loads at once)."""
+    from lib.projection import project
+
+    project(index, progress=progress)
