@@ -41,13 +41,18 @@ class AppConfig:
     upload_root: Path = UPLOAD_ROOT
 
     def allowed_image_dir(self, folder: str | os.PathLike[str]) -> Path:
-        """``folder`` resolved, if it lies inside a configured image root (or uploads).
+        """``folder`` resolved, if it lies inside a configured image root (or uploads). A
+        relative folder is read from the app's folder (``data/openmoji/heldout``), so pages
+        can show and accept paths without the server's own layout.
 
         Raises:
             PermissionError: outside every root (no arbitrary server paths).
             FileNotFoundError: not an existing folder.
         """
-        path = Path(folder).expanduser().resolve()
+        path = Path(folder).expanduser()
+        if not path.is_absolute():
+            path = DATA_DIR.parent / path
+        path = path.resolve()
         roots = [r.resolve() for r in (*self.image_roots, self.upload_root)]
         if not any(path == r or r in path.parents for r in roots):
             allowed = ", ".join(str(r) for r in roots)

@@ -43,8 +43,8 @@ from pages.common import (
 
 REPORT_KEY = "dist_report"
 BASELINE_KEY = "dist_baseline"
+# st.session_state: the inputs the stored report was measured with; other inputs clear it.
 INPUTS_KEY = "dist_inputs"
-"""st.session_state: the inputs the stored report was measured with; other inputs clear it."""
 LAST_BATCH = "the last batch generated in the app"
 STUDY_DIR = DATA_DIR.parent / "docs" / "study"
 GALLERY_MAX = 40
@@ -167,7 +167,9 @@ def measure(
         )
 
 
-def show_report(report: ScanReport, baseline: ReplicationStats, scan_index: ReplicaIndex) -> None:
+def show_report(
+    report: ScanReport, baseline: ReplicationStats, scan_index: ReplicaIndex, label: str = ""
+) -> None:
     sets = [report.generated]
     if report.reference.name.startswith("held-out"):
         sets.append(report.reference)
@@ -202,7 +204,7 @@ def show_report(report: ScanReport, baseline: ReplicationStats, scan_index: Repl
             f"{len(report.skipped)} file(s) could not be read and were left out: "
             + "; ".join(f"{query_name(s.path)} ({s.reason})" for s in report.skipped[:10])
         )
-    st.caption(threshold_note(scan_index))
+    st.caption(threshold_note(scan_index, label))
     st.markdown(HOW_TO_READ)
 
     figure = go.Figure()
@@ -286,7 +288,9 @@ if measure_now and st.session_state.get(LAST_BATCH_KEY):
     st.session_state["dist_source"] = LAST_BATCH  # sent here by Generate's button
 
 default_reference = (
-    str(OPENMOJI_DIR / "heldout") if "openmoji" in " ".join(index.manifest.sources) else ""
+    display_path(OPENMOJI_DIR / "heldout", [DATA_DIR.parent])
+    if "openmoji" in " ".join(index.manifest.sources)
+    else ""
 )
 reference_text = st.text_input(
     "Real held-out images (optional baseline)",
@@ -310,8 +314,11 @@ elif source == "a folder on the server":
         "Folder of generated images",
         key="dist_folder",
         help="Allowed: folders inside "
-        + ", ".join(display_path(r) for r in config.image_roots)
-        + " (relative to the app's data folder, or a full path).",
+        + ", ".join(
+            display_path(r, [DATA_DIR.parent]) if DATA_DIR.parent in r.resolve().parents else str(r)
+            for r in config.image_roots
+        )
+        + " (relative to the app's folder, such as data/openmoji/heldout, or a full path).",
     )
     if folder:
         try:
@@ -344,7 +351,7 @@ else:
 
 # A bundled model's batch was searched in the model's own training subset at its size on the
 # Generate page; measure it there too, with the held-out baseline brought to that size.
-scan_index, scan_size = index, None
+scan_index, scan_size, scan_label = index, None, ""
 target = st.session_state.get(LAST_BATCH_TARGET_KEY) or {}
 searched_in = target.get("index", str(index.path))
 if source == LAST_BATCH and searched_in != str(index.path):
@@ -352,10 +359,9 @@ if source == LAST_BATCH and searched_in != str(index.path):
     if model_index is None:
         st.stop()
     scan_index, scan_size = model_index, target.get("image_size")
-    label = target.get("label") or "the model"
+    scan_label = target.get("label") or f"the model's own {scan_index.count} training images"
     st.caption(
-        f"Measured as on the Generate page: against the model's own {scan_index.count} "
-        f"training images ({label})"
+        f"Measured as on the Generate page: against {scan_label}"
         + (f", with the held-out baseline brought to {scan_size} px too." if scan_size else ".")
     )
 # A report belongs to the inputs it was measured with: any other input clears it.
@@ -377,4 +383,4 @@ if report is None or baseline is None:
     st.info("Choose generated images and press **Measure replication**.")
     show_bundled_study()
     st.stop()
-show_report(report, baseline, scan_index)
+show_report(report, baseline, scan_index, scan_label)

@@ -23,8 +23,8 @@ PAGE_SIZE = 30
 MAX_MEMBERS = 8
 SHOWN_KEY = "dup_shown"
 THUMB = 110
+# Warn when more than this share of the index would be removed.
 LARGE_SHARE = 0.2
-"""Warn when more than this share of the index would be removed."""
 KEEP_LABELS = {
     "most-linked": "the one with most near-duplicates",
     "largest": "the largest image",

@@ -124,10 +124,11 @@ def map_figure(
     colour: str,
     uploads: Uploads,
     selected: int | None,
-    pictures: list[tuple[str, float, float, float]] | None = None,
+    pictures: list[tuple[str, float, float, float, float]] | None = None,
 ) -> go.Figure:
     """The scatter: training points (WebGL), uploads as stars, the selected point ringed,
-    labelled and zoomed to; ``pictures`` (path, x, y, size in map units) drawn as images."""
+    labelled and zoomed to; ``pictures`` (path, x, y, size in map units, opacity) drawn as
+    images under the points."""
     fig = go.Figure()
     size = 4 if len(points) > 10_000 else 7
     hover = "%{hovertext}<extra></extra>"
@@ -191,12 +192,12 @@ def map_figure(
         which = -1 - selected
         spot_xy = (float(uploads.coords[which, 0]), float(uploads.coords[which, 1]))
         label = f"your image: {uploads.names[which]}"
-    for path, x, y, side in pictures or []:
+    for path, x, y, side, opacity in pictures or []:
         thumb = cached_thumbnail(path, PICTURE_PX)
-        if thumb is not None:
+        if thumb is not None:  # below the points, so that the points and the ring stay visible
             fig.add_layout_image(
                 source=thumb, xref="x", yref="y", x=x, y=y, sizex=side, sizey=side,
-                xanchor="center", yanchor="middle", layer="above", opacity=0.95,
+                xanchor="center", yanchor="middle", layer="below", opacity=opacity,
             )  # fmt: skip
     xaxis: dict[str, object] = {"visible": False}
     yaxis: dict[str, object] = {"visible": False, "scaleanchor": "x"}
@@ -234,24 +235,27 @@ def map_pictures(
     points: pd.DataFrame,
     selected: int | None,
     neighbours: list[int],
-) -> list[tuple[str, float, float, float]]:
-    """(path, x, y, size) of the pictures to draw: one per crowded cell of the map, and the
-    selected point and its neighbours (smaller, to be seen when zoomed in)."""
+) -> list[tuple[str, float, float, float, float]]:
+    """(path, x, y, size, opacity) of the pictures to draw: one per crowded cell of the map
+    (faint while a point is selected), and the selected point and its neighbours (smaller,
+    sized for the zoomed view)."""
     coords = points[["x", "y"]].to_numpy()
     positions, side = grid_representatives(coords, PICTURE_CELLS, PICTURES)
     paths = index.metadata["path"].astype(str).to_numpy()
     rows = points["row"].to_numpy()
+    focus = selected is not None
+    faint = 0.3 if focus else 0.9
     out = [
-        (str(paths[rows[p]]), float(coords[p, 0]), float(coords[p, 1]), side * 0.9)
+        (str(paths[rows[p]]), float(coords[p, 0]), float(coords[p, 1]), side * 0.9, faint)
         for p in positions
     ]
-    near = [r for r in ([selected] if selected is not None and selected >= 0 else []) + neighbours]
+    near = ([selected] if selected is not None and selected >= 0 else []) + neighbours
     where = {int(r): i for i, r in enumerate(rows)}
     small = ZOOM * side * PICTURE_CELLS * 0.25
     for r in near:
         if r in where:
             i = where[r]
-            out.append((str(paths[r]), float(coords[i, 0]), float(coords[i, 1]), small))
+            out.append((str(paths[r]), float(coords[i, 0]), float(coords[i, 1]), small, 1.0))
     return out
 
 

@@ -116,3 +116,19 @@ def test_an_index_too_small_to_calibrate_says_so(tmp_path: object) -> None:
     assert not at.exception
     warning = " ".join(w.value for w in at.sidebar.warning)
     assert "too small to calibrate" in warning and "default thresholds" in warning
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_no_page_prints_a_stray_string(page: str) -> None:
+    """Streamlit's "magic" writes every bare string of a page script on the page: in a page,
+    constants are explained by comments, not by docstrings."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parents[1] / page).read_text())
+    strays = [
+        node.lineno
+        for node in tree.body[1:]  # the module docstring is not drawn
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    ]
+    assert not strays, f"{page}: bare strings at lines {strays}"

@@ -1,6 +1,9 @@
 """End to end in a real browser: `streamlit run app.py`, Debian's Chromium driven by
 Playwright. Opens every page, uploads an image on Search and checks that its matches and
-verdict appear; saves a screenshot of each page under test-artifacts/screenshots/."""
+verdict appear; walks a new user's first hour (the sidebar on first load, Generate then
+measure on Distributions, one readable and one broken upload on Distributions, the map with
+a selected point, Duplicates at 0.5); saves a screenshot of each under
+test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
@@ -96,8 +99,21 @@ def browser_page() -> Iterator[object]:
             ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # every text the sidebar navigation ever shows, from the first paint on
+        page.add_init_script(
+            "window.__navTexts = [];"
+            "new MutationObserver(() => {"
+            "  const nav = document.querySelector('[data-testid=\"stSidebarNav\"]');"
+            "  if (nav) window.__navTexts.push(nav.innerText);"
+            "}).observe(document, {subtree: true, childList: true, characterData: true});"
+        )
         yield page
         browser.close()
+    if os.environ.get("REPLICA_UPDATE_DOCS") == "1":  # keep the README's screenshots fresh
+        docs = REPO / "docs" / "screenshots"
+        docs.mkdir(parents=True, exist_ok=True)
+        for shot in SHOTS.glob("*.png"):
+            shutil.copy(shot, docs / shot.name)
 
 
 def _wait_for_app(page: object) -> None:
@@ -110,6 +126,28 @@ def _wait_for_app(page: object) -> None:
         "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)",
         timeout=60_000,
     )
+
+
+RAW_ERROR = "This app has encountered an error"
+
+
+def _shot(page: object, name: str) -> None:
+    _wait_for_app(page)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_first_load_lists_only_the_apps_pages(server: str, browser_page: object) -> None:
+    """A fresh server's first run starts in Streamlit's pages/ folder mode; its sidebar must
+    not list modules such as "common", not even for a moment."""
+    page = browser_page
+    page.goto(server)  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    page.get_by_text("Search: did this image copy").wait_for(timeout=60_000)  # type: ignore[attr-defined]
+    seen = page.evaluate("window.__navTexts")  # type: ignore[attr-defined]
+    assert seen, "the navigation is drawn"
+    assert not [t for t in seen if "common" in t.lower()], seen
+    assert "Distributions" in seen[-1] and "Duplicates" in seen[-1]
 
 
 def test_search_upload_shows_matches_and_verdict(
@@ -158,6 +196,87 @@ def test_distributions_demo_batch_draws_the_papers_figure(
     page.screenshot(path=str(SHOTS / "distributions.png"), full_page=True)  # type: ignore[attr-defined]
 
 
+def test_generate_then_measure_on_distributions(server: str, browser_page: object) -> None:
+    page = browser_page
+    page.goto(f"{server}/generate")  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    for label, value in (("Images", "4"), ("Steps", "5")):
+        box = page.get_by_label(label, exact=True)  # type: ignore[attr-defined]
+        box.fill(value)
+        box.press("Enter")
+        _wait_for_app(page)
+    page.get_by_role("button", name="Generate", exact=True).click()  # type: ignore[attr-defined]
+    page.get_by_text("4 generations").wait_for(timeout=300_000)  # type: ignore[attr-defined]
+    body = page.inner_text("body")  # type: ignore[attr-defined]
+    assert "Copy at calibrated ≥" in body and RAW_ERROR not in body
+    assert "/data/uploads/" not in body and "px-" not in body
+    _shot(page, "generate")
+    page.get_by_role("button", name="Measure this batch on the Distributions page").click()  # type: ignore[attr-defined]
+    page.get_by_text("Replication rate (copies)").wait_for(timeout=300_000)  # type: ignore[attr-defined]
+    page.wait_for_selector(".js-plotly-plot", timeout=60_000)  # type: ignore[attr-defined]
+    body = page.inner_text("body")  # type: ignore[attr-defined]
+    assert "Choose generated images and press" not in body
+    assert "Measured as on the Generate page" in body and RAW_ERROR not in body
+    _shot(page, "distributions-generated")
+
+
+def test_distributions_one_readable_and_one_broken_upload(
+    server: str, browser_page: object, tmp_path: Path
+) -> None:
+    page = browser_page
+    index = open_index(DEFAULT_INDEX)
+    good = tmp_path / "my_generation.png"
+    load_image(str(index.metadata["path"].iloc[7])).image.save(good)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    page.goto(f"{server}/distributions")  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    page.get_by_text("uploaded images").click()  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    page.locator("input[type=file]").first.set_input_files([str(good), str(broken)])  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    page.get_by_role("button", name="Measure replication").click()  # type: ignore[attr-defined]
+    page.get_by_text("Generations scanned").wait_for(timeout=180_000)  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    body = page.inner_text("body")  # type: ignore[attr-defined]
+    assert RAW_ERROR not in body and "broken.png" in body
+    assert "my_generation.png" in body
+    _shot(page, "distributions-one-readable")
+
+
+def test_map_with_a_selected_point(server: str, browser_page: object) -> None:
+    page = browser_page
+    page.goto(f"{server}/map")  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    page.wait_for_selector(".js-plotly-plot", timeout=120_000)  # type: ignore[attr-defined]
+    box = page.get_by_label("Pick an image by id")  # type: ignore[attr-defined]
+    box.fill("100")
+    box.press("Enter")
+    page.get_by_text("Nearest neighbours in the index").wait_for(timeout=120_000)  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    time.sleep(1.0)
+    body = page.inner_text("body")  # type: ignore[attr-defined]
+    assert "No map yet" not in body and RAW_ERROR not in body
+    assert page.locator(".js-plotly-plot .annotation").count() >= 1  # type: ignore[attr-defined]
+    assert page.locator(".js-plotly-plot .layer-above image").count() >= 1  # type: ignore[attr-defined]
+    _shot(page, "map-selected")
+
+
+def test_duplicates_at_half_warns(server: str, browser_page: object) -> None:
+    page = browser_page
+    page.goto(f"{server}/duplicates")  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    page.get_by_text("Clusters").first.wait_for(timeout=120_000)  # type: ignore[attr-defined]
+    slider = page.get_by_role("slider").first  # type: ignore[attr-defined]
+    slider.focus()
+    slider.press("Home")  # the slider's lowest value: 0.50
+    page.get_by_text("This would remove").wait_for(timeout=180_000)  # type: ignore[attr-defined]
+    _wait_for_app(page)
+    body = page.inner_text("body")  # type: ignore[attr-defined]
+    assert "lowest between any two" in body and RAW_ERROR not in body
+    _shot(page, "duplicates-0.5")
+
+
 @pytest.mark.parametrize("name", [p for p in PAGES if p not in ("search", "distributions")])
 def test_every_page_opens(server: str, browser_page: object, name: str) -> None:
     page = browser_page
@@ -169,13 +288,3 @@ def test_every_page_opens(server: str, browser_page: object, name: str) -> None:
     assert "Traceback" not in body and "Error" not in body.split("\n")[0]
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
-
-
-def test_screenshots_can_be_copied_to_docs() -> None:
-    """Keep the README's screenshots fresh when REPLICA_UPDATE_DOCS=1."""
-    if os.environ.get("REPLICA_UPDATE_DOCS") != "1":
-        pytest.skip("set REPLICA_UPDATE_DOCS=1 to refresh docs/screenshots")
-    docs = REPO / "docs" / "screenshots"
-    docs.mkdir(parents=True, exist_ok=True)
-    for shot in SHOTS.glob("*.png"):
-        shutil.copy(shot, docs / shot.name)

@@ -161,3 +161,14 @@ def test_folder_outside_allowed_roots_is_refused(small_index: Path) -> None:
     at.text_input(key="dist_folder").set_value("/etc").run()
     assert not at.exception
     assert "outside the allowed folders" in at.error[0].value
+
+
+def test_the_default_held_out_folder_is_shown_without_the_server_layout() -> None:
+    from lib.app_config import AppConfig
+    from lib.defaults import OPENMOJI_DIR
+
+    heldout = OPENMOJI_DIR / "heldout"
+    if not heldout.is_dir():
+        pytest.skip("OpenMoji not prepared: run make setup")
+    # what the page shows (relative to the app's folder) is what it accepts
+    assert AppConfig().allowed_image_dir("data/openmoji/heldout") == heldout.resolve()
