@@ -181,6 +181,14 @@ missed = [r for r in rows if r["embedder"] == who and r["source"] and r["source_
 false_alarms = [
     r for r in rows if r["embedder"] == who and not r["source"] and r["verdict"] == "copy"
 ]
+copy_at = next(
+    (
+        e.get("calibration", {}).get("copy_threshold")
+        for e in results.get("embedders", [])
+        if e.get("name") == who
+    ),
+    None,
+)
 missed.sort(key=lambda r: float(r["top1_calibrated"] or 0), reverse=True)
 false_alarms.sort(key=lambda r: float(r["top1_calibrated"] or 0), reverse=True)
 st.caption(
@@ -203,5 +211,6 @@ for title, group in (
             f"`{r['kind']}` · top-1 raw {float(r['top1_raw']):.3f} · calibrated "
             f"{float(r['top1_calibrated']):+.3f} · "
             + (verdict_badge(r["verdict"]) if r["verdict"] in VERDICT_BADGES else r["verdict"])
+            + (f" (copy at ≥ {copy_at:+.3f})" if copy_at is not None else "")
             + (f" · source rank {r['source_rank'] or '>k'}" if r["source"] else "")
         )

@@ -132,3 +132,34 @@ def test_no_page_prints_a_stray_string(page: str) -> None:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
     ]
     assert not strays, f"{page}: bare strings at lines {strays}"
+
+
+@pytest.fixture(scope="module")
+def tiny_indexes(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+    """Indexes of 1 and 2 images (and one built from a folder where only 1 of 3 is readable)."""
+    from lib.index import build_index
+    from tests.synthetic import write_scenes
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for n in (1, 2):
+        write_scenes(root / f"train{n}", range(n))
+        if n == 1:
+            (root / "train1" / "broken.png").write_bytes(b"not an image")
+            (root / "train1" / "empty.png").write_bytes(b"")
+        out[n] = str(
+            build_index(root / f"train{n}", root / f"idx{n}", embedder="pixels").index.path
+        )
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_survives_an_index_of_one_or_two_images(
+    tiny_indexes: dict[int, str], page: str, n: int
+) -> None:
+    at = AppTest.from_file(f"../{page}", default_timeout=120)
+    at.session_state["index_path"] = tiny_indexes[n]
+    at.run()
+    assert not at.exception, at.exception
+    assert PAGES[page] in at.header[0].value

@@ -54,3 +54,5 @@ def test_plain_words_and_a_too_small_benchmark_says_so(result_dir: Path) -> None
     warning = " ".join(w.value for w in at.warning)
     assert "`pixels`" in warning and "too few to calibrate" in warning
     assert "default thresholds" in warning
+    cards = [m.value for m in at.markdown if "top-1 raw" in m.value]
+    assert cards and all("-badge[" in c and "(copy at ≥ " in c for c in cards)
