@@ -27,7 +27,14 @@ from lib.index import (
 from lib.index_catalog import new_index_path, read_card
 from lib.progress import ProgressCallback
 from lib.uploads import EmptyUpload, ExtractedUpload, discard_on_failure, extract_zip
-from pages.common import INDEX_KEY, PENDING_INDEX_KEY, select_index, show_error, streamlit_progress
+from pages.common import (
+    INDEX_KEY,
+    PENDING_INDEX_KEY,
+    display_path,
+    select_index,
+    show_error,
+    streamlit_progress,
+)
 
 # (no bare strings at module level: Streamlit's magic would print them on the page)
 RUNNING_KEY = "indexes_running"  # set while a build or add runs; still set next run: stopped
@@ -53,14 +60,23 @@ def show_result() -> None:
 
 
 def skipped_table(rows: list[dict[str, str]], key: str = "indexes_skipped") -> None:
-    """The files left out, as a (path, reason) table."""
+    """The files left out, as a (file, reason) table; the file relative to its folder."""
     if rows:
         st.markdown(f"**{len(rows)} file(s) left out**")
-        st.dataframe(rows, hide_index=True, key=key, column_order=["path", "reason"])
+        st.dataframe(rows, hide_index=True, key=key, column_order=["file", "reason"])
 
 
 def skipped_rows(*groups: list[SkippedFile]) -> list[dict[str, str]]:
-    return [s.to_dict() for group in groups for s in group]
+    """(file, reason, path) per skipped file: ``file`` relative to the allowed folder or the
+    upload that held it (never the server's layout), ``path`` as recorded."""
+    rows = []
+    for group in groups:
+        for s in group:
+            row = s.to_dict()
+            path = Path(row["path"])
+            row["file"] = display_path(path) if path.is_absolute() else row["path"]
+            rows.append(row)
+    return rows
 
 
 def listing(config: AppConfig) -> None:
