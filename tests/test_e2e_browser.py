@@ -210,7 +210,7 @@ def test_generate_then_measure_on_distributions(server: str, browser_page: objec
     body = page.inner_text("body")  # type: ignore[attr-defined]
     assert "Copy at calibrated ≥" in body and RAW_ERROR not in body
     assert "/data/uploads/" not in body and "px-" not in body
-    _shot(page, "generate")
+    _shot(page, "generate-batch")
     page.get_by_role("button", name="Measure this batch on the Distributions page").click()  # type: ignore[attr-defined]
     page.get_by_text("Replication rate (copies)").wait_for(timeout=300_000)  # type: ignore[attr-defined]
     page.wait_for_selector(".js-plotly-plot", timeout=60_000)  # type: ignore[attr-defined]
@@ -258,7 +258,8 @@ def test_map_with_a_selected_point(server: str, browser_page: object) -> None:
     body = page.inner_text("body")  # type: ignore[attr-defined]
     assert "No map yet" not in body and RAW_ERROR not in body
     assert page.locator(".js-plotly-plot .annotation").count() >= 1  # type: ignore[attr-defined]
-    assert page.locator(".js-plotly-plot .layer-above image").count() >= 1  # type: ignore[attr-defined]
+    pictures = page.locator(".js-plotly-plot svg image")  # type: ignore[attr-defined]
+    assert pictures.count() >= 7  # the crowded cells' and the selection's neighbours' pictures
     _shot(page, "map-selected")
 
 
@@ -271,6 +272,7 @@ def test_duplicates_at_half_warns(server: str, browser_page: object) -> None:
     slider.focus()
     slider.press("Home")  # the slider's lowest value: 0.50
     page.get_by_text("This would remove").wait_for(timeout=180_000)  # type: ignore[attr-defined]
+    page.get_by_text("lowest between any two").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]
     _wait_for_app(page)
     body = page.inner_text("body")  # type: ignore[attr-defined]
     assert "lowest between any two" in body and RAW_ERROR not in body
