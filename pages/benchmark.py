@@ -20,6 +20,7 @@ from pages.common import (
     GLOSSARY,
     MIN_CALIBRATION_IMAGES,
     VERDICT_BADGES,
+    leave_folder_mode,
     show_error,
     streamlit_progress,
     verdict_badge,
@@ -29,6 +30,7 @@ BENCH_ROOT = DATA_DIR / "cache"
 REPORT_ROOT = DATA_DIR.parent / "reports"
 RESULT_KEY = "bench_result_dir"
 
+leave_folder_mode()
 st.header("Benchmark: which detector to trust?")
 st.caption(
     "Synthetic copies with known sources (edits, pasted objects, cut-mix boxes) and "

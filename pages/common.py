@@ -51,6 +51,7 @@ def apply_pending_index() -> None:
 
 def current_index() -> ReplicaIndex | None:
     """The index picked in the sidebar (cached, shared read-only), or None with a message."""
+    leave_folder_mode()
     if INDEX_KEY not in st.session_state:
         # opened directly (Streamlit's folder mode on a fresh server): draw the sidebar here
         render_sidebar()
@@ -309,3 +310,19 @@ def staged_progress(bar: Any, label: str, start: float, end: float) -> Any:
         bar.progress(start + (end - start) * fraction, text=f"{label}: {done}/{total}{suffix}")
 
     return callback
+
+
+def leave_folder_mode() -> None:
+    """Run again under app.py's navigation when Streamlit ran this page on its own.
+
+    A fresh server starts in Streamlit's old ``pages/`` folder mode until app.py calls
+    ``st.navigation``; a first visit straight to a page's address (``/distributions``) then
+    runs that page without app.py: no navigation, no sidebar card, no error guard, and it
+    stays so until someone opens the app's root. Leaving that mode and rerunning gives the
+    page its app around it from the first visit on.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

@@ -31,6 +31,7 @@ from pages.common import (
     INDEX_KEY,
     PENDING_INDEX_KEY,
     display_path,
+    leave_folder_mode,
     select_index,
     show_error,
     streamlit_progress,
@@ -282,6 +283,7 @@ def delete_callback(target: str) -> None:
     st.session_state[RESULT_KEY] = {"level": "success", "text": f"Deleted index **{name}**."}
 
 
+leave_folder_mode()
 st.header("Indexes: build, extend and delete")
 try:
     app_config = load_config()

@@ -163,3 +163,17 @@ def test_every_page_survives_an_index_of_one_or_two_images(
     at.run()
     assert not at.exception, at.exception
     assert PAGES[page] in at.header[0].value
+
+
+@pytest.mark.parametrize("page", ["pages/benchmark.py", "pages/distributions.py"])
+def test_a_first_visit_to_a_page_address_runs_it_inside_the_app(page: str) -> None:
+    """A fresh server runs a page opened by its address (/benchmark) on its own, in
+    Streamlit's pages/ folder mode; the page reruns under app.py: sidebar card, navigation."""
+    if not is_index(DEFAULT_INDEX):
+        pytest.skip("default index not built: run make setup")
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    at.switch_page(page).run()  # AppTest starts every run in folder mode, as a fresh server
+    assert not at.exception, at.exception
+    assert PAGES[page] in at.header[0].value
+    card = " ".join(m.value for m in at.sidebar.markdown)
+    assert "images · embedder" in card
