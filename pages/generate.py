@@ -155,8 +155,8 @@ if searched_in != str(index.path):
     if model_index is None:
         st.stop()
     index = model_index
-    label = target.get("label") or "the model's own training images"
-    st.caption(f"Searched against {index.count} training images of the model ({label}).")
+    label = target.get("label") or f"the model's own {model_index.count} training images"
+    st.caption(f"Searched against {label}.")
 embedder = embedder_at(index.path)
 if embedder is None:
     st.stop()
@@ -169,8 +169,8 @@ if index is not sidebar_index:
     other = sidebar_index.calibration.copy_threshold
     note += (
         f" The sidebar index ({sidebar_index.count:,} full-size images) measures its own: copy at "
-        f"≥ {other:+.3f}; small, low-resolution sets of look-alikes differ less from each other, "
-        "so a smaller margin already stands out."
+        f"≥ {other:+.3f}. How far an unrelated image's best match stands above its next ones "
+        "depends on the images' kind, size and number, so each index sets its own bar."
     )
 st.caption(note)
 

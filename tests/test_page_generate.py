@@ -103,7 +103,10 @@ def test_a_bundled_model_generates_with_progress(
     summary = [m.value for m in at.markdown if "generations" in m.value]
     assert summary and summary[0].startswith("**2 generations**")
     n_train = models[0].manifest.n_train
-    assert any(f"Searched against {n_train} training images" in c.value for c in at.caption)
+    assert any(
+        c.value.startswith("Searched against") and f"own {n_train} training images" in c.value
+        for c in at.caption
+    )
     # the threshold that applies there, and why it is not the sidebar index's
     note = next(c.value for c in at.caption if "Copy at calibrated ≥" in c.value)
     assert f"{models[0].name}'s own {n_train} training images" in note
