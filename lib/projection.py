@@ -546,7 +546,7 @@ def grid_representatives(
     side = float(max(np.ptp(coords, axis=0).max(), 1e-6)) / cells
     cell = np.floor((coords - low) / side).astype(np.int64)
     keys = cell[:, 0] * (cells + 1) + cell[:, 1]
-    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     picks = []
     for k in np.argsort(-counts, kind="stable")[:limit]:
         members = np.flatnonzero(inverse == k)

@@ -182,6 +182,9 @@ def test_distributions_demo_batch_draws_the_papers_figure(
     page = browser_page
     page.goto(f"{server}/distributions")  # type: ignore[attr-defined]
     _wait_for_app(page)
+    # a first visit has something to look at: the bundled study's figures
+    page.get_by_text("An example: the bundled study").wait_for(timeout=60_000)  # type: ignore[attr-defined]
+    _shot(page, "distributions-first-visit")
     page.get_by_text("a demo batch").click()  # type: ignore[attr-defined]
     page.get_by_role("button", name="Make a demo batch").click()  # type: ignore[attr-defined]
     page.get_by_text("Demo batch:").wait_for(timeout=60_000)  # type: ignore[attr-defined]

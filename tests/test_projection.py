@@ -175,3 +175,20 @@ def test_too_few_images_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProjectionError, match="at least 5 images"):
         project(index)
     assert not projection_dir(index).exists()
+
+
+def test_grid_representatives_pick_the_centre_of_the_most_crowded_cells() -> None:
+    from lib.projection import grid_representatives
+
+    rng = np.random.default_rng(0)
+    crowd = rng.normal((1.0, 1.0), 0.05, (50, 2))
+    middle = rng.normal((5.0, 5.0), 0.05, (20, 2))
+    lone = np.array([[9.5, 9.5]])
+    coords = np.concatenate([crowd, middle, lone]).astype(np.float32)
+    picks, side = grid_representatives(coords, cells=10, limit=2)
+    assert len(picks) == 2 and side == pytest.approx(np.ptp(coords, axis=0).max() / 10)
+    assert picks[0] < 50 and 50 <= picks[1] < 70  # the crowd first, the lone point left out
+    centre = crowd.mean(axis=0)
+    nearest = int(np.argmin(np.linalg.norm(crowd - centre, axis=1)))
+    assert picks[0] == nearest or np.linalg.norm(coords[picks[0]] - centre) < 0.05
+    assert grid_representatives(np.zeros((0, 2), np.float32))[0].size == 0
