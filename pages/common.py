@@ -240,19 +240,6 @@ def display_path(path: str | Path, roots: tuple[Path, ...] | list[Path] = ()) ->
     return target.name
 
 
-def index_image_root(index: ReplicaIndex) -> Path | None:
-    """The folder the index's images were indexed from (their longest common parent)."""
-    import os
-
-    paths = index.metadata["path"].astype(str).tolist()
-    if not paths:
-        return None
-    try:
-        return Path(os.path.commonpath(paths[:5000])).resolve()
-    except ValueError:
-        return None
-
-
 def show_unexpected_error(exc: BaseException) -> None:
     """What a user sees instead of Streamlit's error box when a page fails unexpectedly."""
     import logging
