@@ -15,23 +15,42 @@ first two such neighbours) were chosen on look-alike data, Fashion-MNIST and Ope
 against backgrounds at ranks 2-8 and widths 1-8: see the README's calibration table.
 
 Thresholds come from the index's own null distribution: each of a sample of indexed
-images is searched against the rest of the index with itself and its near-duplicates
-removed, which imitates an unrelated image from the same domain. ``copy`` is the
-``1 - false_alarm_rate`` quantile of that null, ``similar`` its 90th percentile. A raw
-cosine of ``identical_threshold`` (0.97) or more is a copy in any case.
+images is searched against the rest of the index with itself and its *family* removed
+(every indexed image at cosine ``family_cosine`` or more to it: skin-tone variants, the
+same object photographed twice), which imitates an unseen, unrelated image of the same
+domain. ``copy`` is the ``1 - false_alarm_rate`` quantile of that null, ``similar`` its
+90th percentile, and a query's ``null_percentile`` is the share of the null sample that
+scores lower than it. A raw cosine of ``identical_threshold`` (0.97) or more is a copy in
+any case. ``family_cosine`` and the neighbour depth were chosen on the verdict benchmark
+(``benchmarks/verdicts.py``, five look-alike domains; README).
+
+Calibration version 2 (this one) removes the family from the null and looks up to
+:data:`NEIGHBOURS` neighbours deep for the background, so that a top match with dozens of
+near-duplicates (25 skin-tone pairs of one emoji) still gets a background from beyond
+them. Indexes calibrated by version 1 are refitted when opened (:func:`needs_refit`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from lib.faiss_search import search_flat
+from lib.progress import ProgressCallback
 
-NEIGHBOURS = 32
+NEIGHBOURS = 64
 """Neighbours fetched per query to estimate the background (plus top-k)."""
+CALIBRATION_VERSION = 2
+"""Version of the null and background method; older stored calibrations are refitted."""
+NULL_SAMPLE = 2000
+"""Indexed images that stand in for unrelated queries in the null."""
+ALIGNMENT_SAMPLE = 1000
+"""Of those, how many are also aligned with their shortlists (decoding their files)."""
+FAMILY_MAX = 512
+"""A family stops growing at this many images."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,7 @@ class Calibration:
     bg_rank: int = 1
     bg_width: int = 2
     dup_cosine: float = 0.9
+    family_cosine: float = 0.85
     copy_threshold: float = 0.12
     similar_threshold: float = 0.06
     identical_threshold: float = 0.97
@@ -51,6 +71,51 @@ class Calibration:
     null_sample: int = 0
     null_quantiles: dict[str, float] = field(default_factory=dict)
     raw_quantiles: dict[str, float] = field(default_factory=dict)
+    null_scores: list[float] = field(default_factory=list)
+    """The null sample's calibrated scores, sorted ascending (empty: not calibrated)."""
+    alignment_null: list[float] = field(default_factory=list)
+    """Alignments (:mod:`lib.verification`) of a part of the null sample with their
+    shortlists (best per image), sorted; empty when the files could not be read."""
+    evidence_null: list[float] = field(default_factory=list)
+    """Evidence (0..1, :meth:`evidence`) of the same images, sorted."""
+    alignment_threshold: float = 2.0
+    """A copy when the best alignment reaches this (2.0: never; set with the null)."""
+    version: int = 1
+    """:data:`CALIBRATION_VERSION` of the method that fitted it (1 for the first)."""
+
+    @property
+    def uses_alignment(self) -> bool:
+        """True when the verdict also rests on pixel alignment (its null was measured)."""
+        return bool(self.evidence_null)
+
+    def evidence(self, calibrated: float, alignment: float | None = None) -> float:
+        """The stronger of two signals, each as the share (0..1) of the null at or below
+        it: the calibrated score, and the best alignment when given and measured."""
+        p = _share_at_or_below(self.null_scores, calibrated)
+        if alignment is not None and self.alignment_null and np.isfinite(alignment):
+            p = max(p, _share_at_or_below(self.alignment_null, alignment))
+        return p
+
+    @property
+    def is_fitted(self) -> bool:
+        """True when the thresholds were measured on the index (False: defaults)."""
+        return self.null_sample > 0
+
+    def null_percentile(self, calibrated: float, alignment: float | None = None) -> float | None:
+        """Share (0..100) of the null sample scoring strictly lower than ``calibrated``
+        (with ``alignment``, whose :meth:`evidence` is weaker); None when the index was
+        too small to calibrate. With only quantiles stored (version 1), interpolated."""
+        if self.evidence_null and alignment is not None and np.isfinite(alignment):
+            p = self.evidence(calibrated, alignment)
+            below = np.searchsorted(np.asarray(self.evidence_null), p, side="left")
+            return 100.0 * float(below) / len(self.evidence_null)
+        if self.null_scores:
+            below = np.searchsorted(np.asarray(self.null_scores), calibrated, side="left")
+            return 100.0 * float(below) / len(self.null_scores)
+        if not self.null_quantiles:
+            return None
+        qs = sorted((v, float(k)) for k, v in self.null_quantiles.items())
+        return 100.0 * float(np.interp(calibrated, [v for v, _ in qs], [q for _, q in qs]))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Calibration:
@@ -63,19 +128,47 @@ class Calibration:
         return asdict(self)
 
     def with_false_alarm_rate(self, rate: float) -> Calibration:
-        """A copy of this calibration whose copy threshold gives ``rate`` false alarms
-        on the null (interpolated between the stored quantiles)."""
-        if not self.null_quantiles:
+        """A copy of this calibration whose copy threshold gives ``rate`` (0..1) false
+        alarms on the null: its ``1 - rate`` quantile (interpolated between the stored
+        quantiles when the sample itself is not stored)."""
+        if self.evidence_null:
+            # flag when either signal is rarer than share q of the null, with q chosen
+            # so that the two together flag ``rate`` of it
+            q = float(np.quantile(np.asarray(self.evidence_null), 1.0 - rate))
+            return replace(
+                self,
+                copy_threshold=float(np.quantile(np.asarray(self.null_scores), q)),
+                alignment_threshold=float(np.quantile(np.asarray(self.alignment_null), q)),
+                false_alarm_rate=rate,
+            )
+        if self.null_scores:
+            threshold = float(np.quantile(np.asarray(self.null_scores), 1.0 - rate))
+        elif self.null_quantiles:
+            qs = sorted((float(k), v) for k, v in self.null_quantiles.items())
+            levels = np.array([q for q, _ in qs])
+            values = np.array([v for _, v in qs])
+            threshold = float(np.interp(1.0 - rate, levels, values))
+        else:
             return self
-        qs = sorted((float(k), v) for k, v in self.null_quantiles.items())
-        levels = np.array([q for q, _ in qs])
-        values = np.array([v for _, v in qs])
-        threshold = float(np.interp(1.0 - rate, levels, values))
-        return Calibration(
-            **{**self.to_dict(), "copy_threshold": threshold, "false_alarm_rate": rate}
-        )
+        return replace(self, copy_threshold=threshold, false_alarm_rate=rate)
 
-    def verdict(self, calibrated: float, raw: float | None = None) -> str:
+    def rule(
+        self, calibrated: float, raw: float | None = None, alignment: float | None = None
+    ) -> str | None:
+        """Which rule makes a copy: "calibrated" (the score reaches ``copy_threshold``),
+        "alignment" (the pixels line up at ``alignment_threshold`` or more), "identical"
+        (only the raw cosine reaches ``identical_threshold``), or None."""
+        if calibrated >= self.copy_threshold:
+            return "calibrated"
+        if alignment is not None and self.uses_alignment and alignment >= self.alignment_threshold:
+            return "alignment"
+        if raw is not None and raw >= self.identical_threshold:
+            return "identical"
+        return None
+
+    def verdict(
+        self, calibrated: float, raw: float | None = None, alignment: float | None = None
+    ) -> str:
         """ "copy", "similar" or "none" for a calibrated score (and the raw cosine).
 
         A raw cosine at or above ``identical_threshold`` is a copy whatever the
@@ -83,9 +176,7 @@ class Calibration:
         neighbours that pull its calibrated score down (measured on the held-out
         OpenMoji emoji: 0.9% of them reach raw 0.97 against a training emoji).
         """
-        if calibrated >= self.copy_threshold or (
-            raw is not None and raw >= self.identical_threshold
-        ):
+        if self.rule(calibrated, raw, alignment) is not None:
             return "copy"
         if calibrated >= self.similar_threshold:
             return "similar"
@@ -105,6 +196,8 @@ def background(
 
     Returns:
         (n,) float32 background similarities (0 where the index is too small to tell).
+        When all K neighbours are near-duplicates of the top match, the K-th similarity
+        is used: the true background lies below it, so the score errs low.
     """
     n, k = sims.shape
     out = np.zeros(n, dtype=np.float32)
@@ -118,7 +211,7 @@ def background(
         keep[0] = False
         candidates = sims[i][keep]
         if candidates.size == 0:
-            candidates = sims[i][valid][1:]
+            candidates = sims[i][valid][-1:] if valid.sum() > 1 else candidates
         if candidates.size == 0:
             continue
         start = min(calibration.bg_rank - 1, candidates.size - 1)
@@ -126,57 +219,153 @@ def background(
     return out
 
 
+def _share_at_or_below(sorted_values: list[float], x: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return float(np.searchsorted(np.asarray(sorted_values), x, side="right")) / len(sorted_values)
+
+
+def families(
+    faiss_index: Any,
+    vectors: np.ndarray,
+    rows: np.ndarray,
+    family_cosine: float,
+    *,
+    max_size: int = FAMILY_MAX,
+) -> list[set[int]]:
+    """Each row's family: its connected component in the graph linking images at cosine
+    ``family_cosine`` or more, explored breadth-first through every member's
+    :data:`NEIGHBOURS` nearest, up to ``max_size`` members (so a chain of variants,
+    battery icons at 0-100%, is one family even where its ends differ).
+
+    Args:
+        rows: (m,) row ids whose families are wanted.
+
+    Returns:
+        m sets of row ids, each holding its own row.
+    """
+    k = min(len(vectors), NEIGHBOURS)
+    linked: dict[int, np.ndarray] = {}
+    found = [{int(r)} for r in rows]
+    frontier = [[int(r)] for r in rows]
+    while any(frontier):
+        todo = sorted({i for f in frontier for i in f if i not in linked})
+        for start in range(0, len(todo), 1024):
+            chunk = np.array(todo[start : start + 1024])
+            sims, ids = search_flat(faiss_index, np.ascontiguousarray(vectors[chunk]), k)
+            for j, i in enumerate(chunk):
+                linked[int(i)] = ids[j][(ids[j] >= 0) & (sims[j] >= family_cosine)]
+        for m, members in enumerate(found):
+            new = {int(n) for i in frontier[m] for n in linked[i]} - members
+            members |= new
+            frontier[m] = sorted(new) if len(members) < max_size else []
+    return found
+
+
 def fit_calibration(
     faiss_index: Any,
     vectors: np.ndarray,
     *,
     base: Calibration | None = None,
-    sample: int = 2000,
+    sample: int = NULL_SAMPLE,
+    paths: Sequence[str] | None = None,
+    alignment_sample: int = ALIGNMENT_SAMPLE,
     seed: int = 0,
+    progress: ProgressCallback | None = None,
 ) -> Calibration:
-    """Measure the null distribution of calibrated scores on the index itself.
+    """Measure the null distribution of the verdict's scores on the index itself.
+
+    Each of up to ``sample`` indexed images (chosen by ``seed``) is searched against the
+    index without its family (:func:`families`) and scored as a query would be: its best
+    remaining match minus its background. With ``paths`` (row i's image file), the first
+    ``alignment_sample`` of them are also aligned (:mod:`lib.verification`) with their
+    :data:`lib.verification.SHORTLIST` best remaining matches, which gives the null of
+    the alignment and of the evidence the verdict rests on.
 
     Args:
         faiss_index: the index holding ``vectors`` (row i = vector i).
         vectors: (n, d) float32, L2-normalised.
-        base: ranks and false-alarm rate to use (defaults otherwise).
+        base: ranks, family cosine and false-alarm rate to use (defaults otherwise).
         sample: at most this many indexed images serve as stand-in unrelated queries.
+        progress: called with (done, total) over the aligned images.
 
     Returns:
-        A calibration whose thresholds give ``base.false_alarm_rate`` false alarms on
-        the null; the defaults when the index has fewer than 20 images.
+        A calibration of version :data:`CALIBRATION_VERSION` whose thresholds give
+        ``base.false_alarm_rate`` false alarms on the null, with the sorted null samples;
+        the default thresholds (``null_sample == 0``) when the index has fewer than 20
+        images or fewer than 10 of them keep two neighbours outside their family.
     """
-    base = base or Calibration()
+    base = replace(base or Calibration(), version=CALIBRATION_VERSION)
     n = len(vectors)
     if n < 20:
         return base
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    k = min(n, NEIGHBOURS + 16)
+    rows = rng.choice(n, size=min(sample, n), replace=False)
+    family = families(faiss_index, vectors, rows, base.family_cosine)
+    k = min(n, NEIGHBOURS + max(len(f) for f in family) + 16)
     sims, ids = search_flat(faiss_index, np.ascontiguousarray(vectors[rows]), k)
-    null_cal, null_raw = [], []
-    for j, row in enumerate(rows):
+    null_cal, null_raw, shortlists = [], [], []
+    for j in range(len(rows)):
         valid = ids[j] >= 0
         s, nb = sims[j][valid], ids[j][valid]
-        self_and_dups = (nb == row) | (s >= base.dup_cosine)
-        s, nb = s[~self_and_dups][:NEIGHBOURS], nb[~self_and_dups][:NEIGHBOURS]
+        outside = np.array([int(i) not in family[j] for i in nb], dtype=bool)
+        s, nb = s[outside][:NEIGHBOURS], nb[outside][:NEIGHBOURS]
         if s.size < 2:
             continue
         bg = background(s[None, :], vectors[nb][None, :, :], base)[0]
         null_cal.append(float(s[0] - bg))
         null_raw.append(float(s[0]))
+        shortlists.append((int(rows[j]), nb))
     if len(null_cal) < 10:
         return base
     levels = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
     null_q = {str(q): float(np.quantile(null_cal, q)) for q in levels}
     raw_q = {str(q): float(np.quantile(null_raw, q)) for q in levels}
-    fitted = Calibration(
-        **{
-            **base.to_dict(),
-            "null_sample": len(null_cal),
-            "null_quantiles": null_q,
-            "raw_quantiles": raw_q,
-        }
-    ).with_false_alarm_rate(base.false_alarm_rate)
+    fitted = replace(
+        base,
+        null_sample=len(null_cal),
+        null_quantiles=null_q,
+        raw_quantiles=raw_q,
+        null_scores=[round(x, 5) for x in sorted(null_cal)],
+    )
+    if paths is not None:
+        fitted = _fit_alignment(fitted, null_cal, shortlists, paths, alignment_sample, progress)
+    fitted = fitted.with_false_alarm_rate(base.false_alarm_rate)
     similar = min(null_q["0.9"], fitted.copy_threshold)
-    return Calibration(**{**fitted.to_dict(), "similar_threshold": similar})
+    return replace(fitted, similar_threshold=similar)
+
+
+def _fit_alignment(
+    fitted: Calibration,
+    null_cal: list[float],
+    shortlists: list[tuple[int, np.ndarray]],
+    paths: Sequence[str],
+    sample: int,
+    progress: ProgressCallback | None,
+) -> Calibration:
+    """``fitted`` with the alignment and evidence nulls of the first ``sample`` null
+    images (unchanged when fewer than 10 of them can be read)."""
+    from lib.verification import SHORTLIST, ThumbCache, align_shortlist, candidate_thumb
+
+    cache: ThumbCache = {}
+    aligned: list[tuple[float, float]] = []
+    todo = shortlists[:sample]
+    for done, ((row, nb), cal) in enumerate(zip(todo, null_cal, strict=False), start=1):
+        own = candidate_thumb(str(paths[row]), cache)
+        if own is not None:
+            best = align_shortlist(own, [str(paths[i]) for i in nb[:SHORTLIST]], cache)
+            if np.isfinite(best).any():
+                aligned.append((cal, float(np.nanmax(best))))
+        if progress is not None:
+            progress(done, len(todo))
+    if len(aligned) < 10:
+        return fitted
+    alignment_null = sorted(round(a, 5) for _, a in aligned)
+    with_alignment = replace(fitted, alignment_null=alignment_null)
+    evidence = sorted(round(with_alignment.evidence(c, a), 6) for c, a in aligned)
+    return replace(with_alignment, evidence_null=evidence)
+
+
+def needs_refit(calibration: Calibration) -> bool:
+    """True when a stored calibration was fitted by an older method (or never)."""
+    return calibration.version < CALIBRATION_VERSION

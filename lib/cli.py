@@ -41,7 +41,15 @@ def _progress(args: argparse.Namespace, desc: str) -> Iterator[ProgressCallback 
 def _open(path: str) -> Any:
     from lib.index import open_index
 
-    return open_index(path)
+    index = open_index(path)
+    if index.recalibrated:
+        print(
+            f"note: {index.path.name} was calibrated by an older method; its verdicts use a "
+            f"fresh calibration computed now (store it with `python -m lib index calibrate "
+            f"{path}`)",
+            file=sys.stderr,
+        )
+    return index
 
 
 # ---------------------------------------------------------------- index commands
@@ -88,7 +96,8 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         "updated": m.updated,
         "sources": m.sources,
         "skipped": m.skipped,
-        "calibration": m.calibration,
+        "calibration": {k: v for k, v in index.calibration.to_dict().items() if k != "null_scores"},
+        "recalibrated_on_open": index.recalibrated,
         "versions": m.versions,
     }
     if args.json:
@@ -106,8 +115,31 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         f"({cal.false_alarm_rate:.0%} false alarms on the index's null), "
         f"similar if >= {cal.similar_threshold:.3f}"
     )
+    if not cal.is_fitted:
+        print(
+            "           too few images to calibrate: these are default thresholds, not "
+            "measured on this collection"
+        )
     for s in m.skipped[:20]:
         print(f"  skipped  {s['path']}: {s['reason']}")
+    return EXIT_OK
+
+
+def cmd_index_calibrate(args: argparse.Namespace) -> int:
+    from lib.index import calibrate_index
+
+    with _progress(args, "calibrating") as progress:
+        index = calibrate_index(args.index_dir, progress=progress)
+    cal = index.calibration
+    print(
+        f"calibrated {index.path.name}: {cal.null_sample:,} indexed images as the null "
+        f"({len(cal.alignment_null):,} aligned); copy at calibrated >= "
+        f"{cal.copy_threshold:+.3f}"
+        + (f" or alignment >= {cal.alignment_threshold:.3f}" if cal.uses_alignment else "")
+        + f" ({cal.false_alarm_rate:.1%} false alarms)"
+        if cal.is_fitted
+        else f"{index.path.name} has too few images to calibrate; default thresholds stored"
+    )
     return EXIT_OK
 
 
@@ -174,9 +206,10 @@ def _print_result(r: Any) -> None:
     if r.error:
         print(f"\n{r.query}\n  ERROR: {r.error}")
         return
+    percentile = "" if r.null_percentile is None else f", null percentile {r.null_percentile:.1f}"
     print(
         f"\n{r.query}\n  verdict: {r.verdict.upper()}  (calibrated {r.score:+.3f}, "
-        f"raw {r.raw_score:.3f}) - {r.explanation()}"
+        f"raw {r.raw_score:.3f}{percentile})\n  {r.explanation()}"
     )
     for m in r.matches:
         caption = f'  "{m.caption}"' if m.caption else ""
@@ -307,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("index_dir")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_index_info)
+    calibrate = isub.add_parser(
+        "calibrate", help="refit an index's verdict thresholds with the current method"
+    )
+    calibrate.add_argument("index_dir")
+    calibrate.set_defaults(func=cmd_index_calibrate)
     lst = isub.add_parser("list", help="list the indexes under a folder")
     lst.add_argument("root", nargs="?", default=str(DEFAULT_INDEX_ROOT))
     lst.add_argument("--json", action="store_true")

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from lib.datasets import prepare_openmoji
-from lib.index import ReplicaIndex, build_index, is_index, open_index
+from lib.index import ReplicaIndex, build_index, calibrate_index, is_index, open_index
 from lib.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,14 @@ DEFAULT_INDEX = INDEX_ROOT / "openmoji-sscd"
 
 def prepare_default_data(progress: ProgressCallback | None = None, rebuild: bool = False) -> str:
     """Render OpenMoji (train/held-out split), build the default SSCD index over the training
-    part and its map (UMAP), unless they are already there. Returns a one-line summary."""
+    part and its map (UMAP), unless they are already there (an index calibrated by an older
+    method is recalibrated and stored). Returns a one-line summary."""
     split = prepare_openmoji(OPENMOJI_DIR, progress=progress)
     if is_index(DEFAULT_INDEX) and not rebuild:
         index = open_index(DEFAULT_INDEX)
         if index.count + len(index.manifest.skipped) == split.n_train:
+            if index.recalibrated:  # built by an older version: store today's calibration
+                index = calibrate_index(DEFAULT_INDEX, progress=progress)
             _prepare_map(index, progress)
             return (
                 f"default data ready: {index.count} training emoji indexed in "

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.calibration import Calibration, fit_calibration
+from lib.calibration import Calibration, fit_calibration, needs_refit
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
 from lib.faiss_search import search_flat
@@ -122,6 +122,30 @@ class ReplicaIndex:
         self.metadata = metadata
         self.faiss = faiss_index
         self.calibration = Calibration.from_dict(manifest.calibration)
+        self.recalibrated = False
+        """True when the stored calibration was outdated and was refitted in memory on
+        open (``index calibrate`` stores it)."""
+        if needs_refit(self.calibration):
+            self.calibration = self._fit_calibration()
+            self.recalibrated = True
+            log.warning(
+                "index %s was calibrated by an older method; recalibrated in memory "
+                "(store it with `python -m lib index calibrate %s`)",
+                path,
+                path,
+            )
+
+    def _fit_calibration(
+        self, *, align: bool = False, progress: ProgressCallback | None = None
+    ) -> Calibration:
+        """A fresh null for this index, keeping its stored operating point; ``align``
+        also measures the pixel-alignment null from the image files (slower)."""
+        stored = Calibration.from_dict(self.manifest.calibration)
+        base = Calibration(false_alarm_rate=stored.false_alarm_rate)
+        paths = self.metadata["path"].astype(str).tolist() if align else None
+        return fit_calibration(
+            self.faiss, self.vectors(), base=base, paths=paths, progress=_calibrating(progress)
+        )
 
     @property
     def count(self) -> int:
@@ -299,7 +323,7 @@ def build_index(
         updated=now,
         versions=_versions(),
     )
-    index = _write(dest, embedded.vectors, metadata, manifest)
+    index = _write(dest, embedded.vectors, metadata, manifest, progress)
     return BuildReport(index=index, added=len(metadata), skipped=embedded.skipped)
 
 
@@ -338,8 +362,47 @@ def add_to_index(
     manifest.sources = [*manifest.sources, source or label]
     manifest.updated = _now()
     manifest.versions = _versions()
-    index = _write(current.path, vectors, metadata, manifest)
+    index = _write(current.path, vectors, metadata, manifest, progress)
     return BuildReport(index=index, added=len(new_rows), skipped=embedded.skipped)
+
+
+def _calibrating(progress: ProgressCallback | None) -> ProgressCallback | None:
+    if progress is None:
+        return None
+    callback = progress
+
+    def report(done: int, total: int, message: str = "") -> None:
+        callback(done, total, message or "calibrating verdicts")
+
+    return report
+
+
+def calibrate_index(
+    index_dir: str | os.PathLike[str], *, progress: ProgressCallback | None = None
+) -> ReplicaIndex:
+    """Refit an index's calibration with the current method, pixel alignment included
+    (its image files are read), and store it in its manifest (the vectors and metadata
+    are untouched; the manifest is replaced atomically).
+
+    Raises:
+        IndexNotFound: the folder is not an index. IndexWriteError: the write failed.
+    """
+    index = open_index(index_dir)
+    calibration = index._fit_calibration(align=True, progress=progress)
+    index.manifest.calibration = calibration.to_dict()
+    index.manifest.updated = _now()
+    target = index.path / MANIFEST_FILE
+    tmp = target.with_name(f".{MANIFEST_FILE}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(index.manifest.to_json(), encoding="utf-8")
+        _fsync(tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise IndexWriteError(f"could not write {target}: {exc}; the index is unchanged") from exc
+    index.calibration = calibration
+    index.recalibrated = False
+    return index
 
 
 def delete_index(index_dir: str | os.PathLike[str]) -> None:
@@ -382,14 +445,22 @@ def _metadata_frame(embedded: EmbeddedFiles, start_id: int, source: str) -> pd.D
 
 
 def _write(
-    dest: Path, vectors: np.ndarray, metadata: pd.DataFrame, manifest: IndexManifest
+    dest: Path,
+    vectors: np.ndarray,
+    metadata: pd.DataFrame,
+    manifest: IndexManifest,
+    progress: ProgressCallback | None = None,
 ) -> ReplicaIndex:
-    """Write a complete index to a temporary sibling folder, then swap it into place."""
+    """Calibrate (:func:`lib.calibration.fit_calibration`, alignment included), then
+    write a complete index to a temporary sibling folder and swap it into place."""
     import faiss
 
     faiss_index = faiss.IndexFlatIP(manifest.dim)
     faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    manifest.calibration = fit_calibration(faiss_index, vectors).to_dict()
+    paths = metadata["path"].astype(str).tolist()
+    manifest.calibration = fit_calibration(
+        faiss_index, vectors, paths=paths, progress=_calibrating(progress)
+    ).to_dict()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
