@@ -84,6 +84,7 @@ class ScanReport:
             "reference": self.reference.summary(),
             "skipped": [s.to_dict() for s in self.skipped],
             "files": self.files,
+            "results": [r.to_dict() for r in self.results],
         }
 
 
@@ -233,6 +234,9 @@ def write_report(report: ScanReport, out_dir: Path) -> None:
                 "verdict",
                 "raw_top1",
                 "calibrated_top1",
+                "null_percentile",
+                "rule",
+                "alignment",
                 "match_id",
                 "match_path",
                 "match_caption",
@@ -247,6 +251,9 @@ def write_report(report: ScanReport, out_dir: Path) -> None:
                     r.verdict if r.error is None else "",
                     f"{r.raw_score:.6f}" if r.error is None else "",
                     f"{r.score:.6f}" if r.error is None else "",
+                    "" if r.null_percentile is None else f"{r.null_percentile:.2f}",
+                    r.rule or "",
+                    "" if r.alignment is None else f"{r.alignment:.6f}",
                     top.id if top else "",
                     top.path if top else "",
                     top.caption if top else "",

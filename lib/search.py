@@ -18,15 +18,14 @@ from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex
 from lib.progress import ProgressCallback
 from lib.regions import DEFAULT_SHORTLIST
-
-VERDICT_SENTENCES = {
-    "copy": "The image stands far above everything else in the index next to this match: "
-    "very likely a copy or an edited copy of it.",
-    "similar": "The image resembles this match more than unrelated images of the same kind "
-    "usually do, but not enough to call it a copy.",
-    "none": "No training image stands out: the closest ones are no nearer than unrelated "
-    "images of the same kind.",
-}
+from lib.verification import (
+    SHORTLIST,
+    THUMB_SIDE,
+    GreyThumb,
+    ThumbCache,
+    align_shortlist,
+    grey_thumb,
+)
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,12 @@ class Match:
     background similarity (see :mod:`lib.calibration`).
 
     Only in a search with ``regions=True`` (see :mod:`lib.regions`): ``global_score`` is
-    the whole-image cosine, ``region_score`` the best crop-pair cosine, ``query_box`` and
-    ``match_box`` that pair's crops (left, top, right, bottom) in pixels of each image;
-    ``score`` is then the larger cosine and ``calibrated`` the combined calibrated score.
-    These fields are None otherwise and left out of the JSON.
+    the whole-image cosine (the same as ``score``), ``region_score`` the best crop-pair
+    cosine, ``query_box`` and ``match_box`` that pair's crops (left, top, right, bottom)
+    in pixels of each image, and ``combined`` the score the shortlist is ordered by.
+    These fields are None otherwise and left out of the JSON. ``alignment``: how well
+    the pixels line up (:mod:`lib.verification`, -1..1), for the shortlisted matches of a
+    search from images (None for a search from vectors or an unreadable file).
     """
 
     rank: int
@@ -55,11 +56,22 @@ class Match:
     region_score: float | None = None
     query_box: tuple[int, int, int, int] | None = None
     match_box: tuple[int, int, int, int] | None = None
+    combined: float | None = None
+    alignment: float | None = None
 
 
 @dataclass
 class QueryResult:
-    """The matches and verdict for one query image (or the reason it failed)."""
+    """The matches and verdict for one query image (or the reason it failed).
+
+    ``score``: the top match's calibrated score; ``raw_score`` its cosine;
+    ``null_percentile``: the share (0..100) of the index's null sample (indexed images
+    searched as unrelated queries, :mod:`lib.calibration`) with weaker evidence, None
+    when the index is too small to calibrate; ``rule``: what made a ``copy`` verdict,
+    "calibrated", "alignment" (the pixels line up, :mod:`lib.verification`) or
+    "identical" (raw cosine >= ``identical_threshold``); ``alignment``: the top match's
+    alignment, with ``alignment_threshold`` when the index's null measured it.
+    """
 
     query: str
     verdict: str = "none"
@@ -68,16 +80,65 @@ class QueryResult:
     background: float = 0.0
     matches: list[Match] = field(default_factory=list)
     error: str | None = None
+    null_percentile: float | None = None
+    rule: str | None = None
+    alignment: float | None = None
+    alignment_threshold: float | None = None
+    copy_threshold: float = 0.0
+    similar_threshold: float = 0.0
+    identical_threshold: float = 0.97
+    false_alarm_rate: float = 0.02
+    null_size: int = 0
 
     @property
     def top(self) -> Match | None:
         return self.matches[0] if self.matches else None
 
     def explanation(self) -> str:
-        """One sentence saying why the verdict is what it is."""
+        """Sentences saying why the verdict is what it is, with the numbers that decided
+        it (the rule that fired, the threshold and the percentile among unrelated images)."""
         if self.error:
             return f"Could not read this image: {self.error}."
-        return VERDICT_SENTENCES[self.verdict]
+        if not self.matches:
+            return "The index is empty: there is nothing to compare with."
+        score, thr = f"{self.score:+.2f}", f"{self.copy_threshold:+.2f}"
+        if self.null_percentile is None:
+            among = (
+                " This index is too small to calibrate (fewer than 20 images), so the "
+                "thresholds are defaults, not measured on this collection."
+            )
+        elif self.null_percentile >= 100.0:
+            among = (
+                f" None of {self.null_size:,} unrelated images of this collection scores as high."
+            )
+        else:
+            among = (
+                f" Of {self.null_size:,} unrelated images of this collection, "
+                f"{self.null_percentile:.1f}% score lower."
+            )
+        if self.rule == "alignment" and self.alignment is not None:
+            return (
+                f"The pixels of this image line up with the top match at "
+                f"{self.alignment:.2f} (normalised cross-correlation, 1 = identical), at or "
+                f"above the {self.alignment_threshold:.2f} that calls a copy; its score above "
+                f"the neighbourhood is {score} (copy at {thr})." + among
+            )
+        if self.rule == "identical":
+            return (
+                f"The top match has a raw cosine of {self.raw_score:.3f}, at or above "
+                f"{self.identical_threshold:.2f}: the two images are near-identical. "
+                f"(Its score above the neighbourhood, {score}, is under the {thr} copy "
+                f"threshold because the collection holds close look-alikes of it.)" + among
+            )
+        lead = f"The top match scores {score} above this image's neighbourhood"
+        if self.verdict == "copy":
+            return f"{lead}, at or above the {thr} that calls a copy." + among
+        if self.verdict == "similar":
+            return (
+                f"{lead}: more than most unrelated images of this collection, but under "
+                f"the {thr} that calls a copy." + among
+            )
+        return f"{lead}, under the {thr} that calls a copy: nothing stands out." + among
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of the CLI's ``search --json``."""
@@ -89,11 +150,29 @@ class QueryResult:
             "score": round(self.score, 6),
             "raw_score": round(self.raw_score, 6),
             "background": round(self.background, 6),
+            "null_percentile": (
+                None if self.null_percentile is None else round(self.null_percentile, 2)
+            ),
+            "rule": self.rule,
+            "alignment": None if self.alignment is None else round(self.alignment, 6),
+            "copy_threshold": round(self.copy_threshold, 6),
+            "alignment_threshold": (
+                None if self.alignment_threshold is None else round(self.alignment_threshold, 6)
+            ),
+            "false_alarm_rate": self.false_alarm_rate,
+            "explanation": self.explanation(),
             "matches": [_match_dict(m) for m in self.matches],
         }
 
 
-_REGION_FIELDS = ("global_score", "region_score", "query_box", "match_box")
+_REGION_FIELDS = (
+    "global_score",
+    "region_score",
+    "query_box",
+    "match_box",
+    "combined",
+    "alignment",
+)
 
 
 def _match_dict(m: Match) -> dict[str, Any]:
@@ -143,18 +222,77 @@ def rank_vectors(
                     height=int(meta["height"]),
                 )
             )
-        top_cal = matches[0].calibrated if matches else 0.0
-        results.append(
-            QueryResult(
-                query=label,
-                verdict=cal.verdict(top_cal, matches[0].score) if matches else "none",
-                score=top_cal,
-                raw_score=matches[0].score if matches else 0.0,
-                background=float(bg[q]),
-                matches=matches,
-            )
-        )
+        results.append(judge(QueryResult(query=label, background=float(bg[q])), matches, cal))
     return results
+
+
+def judge(result: QueryResult, matches: list[Match], calibration: Calibration) -> QueryResult:
+    """``result`` with ``matches`` (best first) and the verdict, score, percentile, rule
+    and thresholds that the top match earns under ``calibration``."""
+    top = matches[0] if matches else None
+    score = top.calibrated if top else 0.0
+    raw = top.score if top else 0.0
+    aligned = top.alignment if top else None
+    cal = calibration
+    return replace(
+        result,
+        matches=matches,
+        verdict=cal.verdict(score, raw, aligned) if top else "none",
+        rule=cal.rule(score, raw, aligned) if top else None,
+        score=score,
+        raw_score=raw,
+        alignment=aligned,
+        alignment_threshold=cal.alignment_threshold if cal.uses_alignment else None,
+        null_percentile=cal.null_percentile(score, aligned) if top else None,
+        copy_threshold=cal.copy_threshold,
+        similar_threshold=cal.similar_threshold,
+        identical_threshold=cal.identical_threshold,
+        false_alarm_rate=cal.false_alarm_rate,
+        null_size=cal.null_sample,
+    )
+
+
+def align_results(
+    results: Sequence[QueryResult],
+    queries: Sequence[GreyThumb | None],
+    calibration: Calibration,
+    *,
+    top_k: int,
+    cache: ThumbCache | None = None,
+) -> list[QueryResult]:
+    """Align each query's shortlist (:data:`lib.verification.SHORTLIST` matches) with
+    its pixels, keep ``top_k`` matches and judge the top match. The global order stays
+    (so the top match is the highest cosine, the paper's top-1) unless a shortlisted
+    image whose pixels line up well enough to call a copy (the "alignment" rule) is
+    not first: that one then leads. ``queries``: each result's query as a grey
+    thumbnail (None: no alignment, only cut to ``top_k``)."""
+    cache = {} if cache is None else cache
+    out = []
+    for result, query in zip(results, queries, strict=True):
+        if result.error is not None or not result.matches or query is None:
+            out.append(judge(result, result.matches[:top_k], calibration))
+            continue
+        short, rest = result.matches[:SHORTLIST], result.matches[SHORTLIST:]
+        values = align_shortlist(query, [m.path for m in short], cache)
+        matches = [
+            replace(m, alignment=float(v) if np.isfinite(v) else None)
+            for m, v in zip(short, values, strict=True)
+        ] + rest
+        evidence = [calibration.evidence(m.calibrated, m.alignment) for m in matches[:SHORTLIST]]
+        best = max(range(len(evidence)), key=lambda i: (evidence[i], -i))
+        lead = matches[best]
+        if best and calibration.rule(lead.calibrated, lead.score, lead.alignment) == "alignment":
+            matches = [lead, *matches[:best], *matches[best + 1 :]]
+        matches = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
+        out.append(judge(result, matches[:top_k], calibration))
+    return out
+
+
+def _query_thumb(path: str) -> GreyThumb | None:
+    try:
+        return grey_thumb(load_image(path, draft_short_side=THUMB_SIDE).image)
+    except ImageLoadError:
+        return None
 
 
 def search_files(
@@ -180,13 +318,17 @@ def search_files(
     files = [Path(p).expanduser().resolve() for p in paths]
     embedded = embed_files(files, model, batch_size=batch_size, dedupe=False, progress=progress)
     found = {r.path: i for i, r in enumerate(embedded.records)}
+    cal = calibration or index.calibration
+    k = max(top_k, shortlist) if regions else top_k
     ranked = rank_vectors(
         index,
         embedded.vectors,
         [r.path for r in embedded.records],
-        top_k=max(top_k, shortlist) if regions else top_k,
-        calibration=calibration,
+        top_k=max(k, SHORTLIST),
+        calibration=cal,
     )
+    thumbs = [_query_thumb(r.path) for r in embedded.records]
+    ranked = align_results(ranked, thumbs, cal, top_k=k)
     if regions:
         ranked = rerank_results(
             index,
@@ -224,6 +366,7 @@ def search_images(
     index.check_embedder(model)
     good: list[int] = []
     decoded: list[Image.Image] = []
+    thumbs: list[GreyThumb | None] = []
     prepared: list[np.ndarray] = []
     errors: dict[int, str] = {}
     for position, (label, item) in enumerate(images):
@@ -242,11 +385,14 @@ def search_images(
         good.append(position)
         if regions:
             decoded.append(image)
+        thumbs.append(grey_thumb(image))
         prepared.append(model.prepare(image))
     vectors = model.embed_arrays(prepared) if prepared else np.zeros((0, model.dim), np.float32)
     labels = [images[p][0] for p in good]
+    cal = calibration or index.calibration
     k = max(top_k, shortlist) if regions else top_k
-    results = rank_vectors(index, vectors, labels, top_k=k, calibration=calibration)
+    results = rank_vectors(index, vectors, labels, top_k=max(k, SHORTLIST), calibration=cal)
+    results = align_results(results, thumbs, cal, top_k=k)
     if regions:
         results = rerank_results(
             index,
@@ -299,15 +445,5 @@ def rerank_results(
         else:
             image = images[i]
         matches = rerank(index, embedder, image, result, shortlist=shortlist, cache=cache)
-        matches = matches[:top_k]
-        top = matches[0]
-        out.append(
-            replace(
-                result,
-                verdict=cal.verdict(top.calibrated, top.score),
-                score=top.calibrated,
-                raw_score=top.score,
-                matches=matches,
-            )
-        )
+        out.append(judge(result, matches[:top_k], cal))
     return out
