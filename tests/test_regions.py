@@ -99,7 +99,11 @@ def test_region_reranking_finds_a_pasted_object(planted: Planted) -> None:
     before = planted.global_result.matches[global_rank - 1]
     assert top.global_score == pytest.approx(before.score)
     assert top.region_score is not None and top.region_score > before.score + 0.05
-    assert top.calibrated > before.calibrated
+    # regions order the shortlist; the verdict keeps resting on the whole-image score
+    assert top.combined is not None and top.combined > before.calibrated
+    assert top.calibrated == pytest.approx(before.calibrated)
+    combined = [m.combined for m in planted.region_result.matches]
+    assert combined == sorted(combined, reverse=True), "ranks follow the score shown"
     assert planted.global_result.verdict != "copy"
     # the best crop pair points at the pasted object in the query and its origin
     assert top.query_box is not None and _iou(top.query_box, PASTE_BOX) > 0.3
@@ -150,6 +154,16 @@ def test_region_score_and_heatmap() -> None:
     assert drawn_q.mode == drawn_m.mode == "RGB"
     assert np.asarray(drawn_q).astype(int).sum() != np.asarray(image).astype(int).sum()
     assert image.tobytes() == scene(3).tobytes()  # inputs untouched
+
+
+def test_the_regions_view_tints_only_the_matching_part_of_the_query(planted: Planted) -> None:
+    query = _query()
+    pair = compare_regions(planted.index.create_embedder(), query, scene(SOURCE))
+    tinted, _ = region_heatmap(query, scene(SOURCE), pair, pairs=0)
+    changed = np.any(np.asarray(tinted) != np.asarray(query), axis=-1)
+    assert 0.05 < changed.mean() < 0.6, "the paste is tinted, not the whole query"
+    x0, y0, x1, y1 = PASTE_BOX
+    assert changed[y0:y1, x0:x1].mean() > changed.mean(), "the tint sits on the paste"
 
 
 def test_compare_regions_points_at_the_paste(planted: Planted) -> None:
