@@ -42,6 +42,8 @@ OPERATING_POINTS = {
     "very sensitive (10%)": 0.10,
 }
 DEMO_KEY = "search_demo_copies"
+DEMO_SOURCE_KEY = "search_demo_sources"
+"""label of a demo copy -> (id of the training image it was made from, a heading)."""
 
 
 @st.cache_data(show_spinner=False)
@@ -80,6 +82,7 @@ uploads = st.file_uploader(
 
 heldout_dir = OPENMOJI_DIR / "heldout"
 samples: list[str] = []
+captions: dict[str, str] = {}
 with controls[2]:
     if heldout_dir.is_dir() and "openmoji" in " ".join(index.manifest.sources).lower():
         captions = sample_captions(str(heldout_dir))
@@ -100,11 +103,20 @@ with controls[2]:
             buf = io.BytesIO()
             EDITS[edit](source, rng).save(buf, format="PNG")
             st.session_state[DEMO_KEY] = [(f"{edit} of training #{row}.png", buf.getvalue())]
+            st.session_state[DEMO_SOURCE_KEY] = {
+                f"{edit} of training #{row}.png": (
+                    int(index.metadata["id"].iloc[row]),
+                    f"{edit} of “{index.metadata['caption'].iloc[row] or 'training #' + str(row)}”",
+                )
+            }
         except ImageLoadError as exc:
             show_error("Could not make a demo copy", exc)
 
 queries: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
 queries += [(Path(p).name, Path(p).read_bytes()) for p in samples]
+headings = {Path(p).name: captions[p] for p in samples}
+demo_sources: dict[str, tuple[int, str]] = st.session_state.get(DEMO_SOURCE_KEY, {})
+headings |= {label: heading for label, (_, heading) in demo_sources.items()}
 queries += st.session_state.get(DEMO_KEY, [])
 if not queries:
     st.info("Upload images or pick a sample to see their closest training images.")
@@ -127,18 +139,35 @@ def query_image(data: bytes) -> Image.Image | None:
 
 
 def render_result(label: str, data: bytes, result: QueryResult) -> None:
+    heading = headings.get(label, label)
     if result.error:
-        st.warning(f"**{label}** was skipped: {result.error}. The other images are shown.")
+        st.warning(f"**{heading}** was skipped: {result.error}. The other images are shown.")
         return
     text, colour, icon = VERDICT_BADGES[result.verdict]
-    st.markdown(
-        f"#### {label} &nbsp; :{colour}-badge[{icon} {text}]",
+    st.markdown(f"#### {heading} &nbsp; :{colour}-badge[{icon} {text}]")
+    percentile = (
+        ""
+        if result.null_percentile is None
+        else f" · {result.null_percentile:.1f}% of unrelated images score lower"
     )
     st.caption(
-        f"{result.explanation()} Calibrated score {result.score:+.3f} "
-        f"(copy at ≥ {calibration.copy_threshold:.3f}); raw cosine {result.raw_score:.3f} "
-        f"(copy at ≥ {calibration.identical_threshold:.2f} whatever the background)."
+        f"{result.explanation()}  \nCalibrated score {result.score:+.3f} "
+        f"(copy at ≥ {result.copy_threshold:+.3f}, {result.false_alarm_rate:.1%} false "
+        f"alarms){percentile}; raw cosine {result.raw_score:.3f}, the paper's measure "
+        f"({'above' if result.raw_score > 0.5 else 'not above'} its 0.5; copy at ≥ "
+        f"{result.identical_threshold:.2f} whatever the neighbourhood)."
     )
+    if label in demo_sources and result.top is not None:
+        source_id = demo_sources[label][0]
+        if result.top.id == source_id:
+            st.success(
+                f"The top match is the training image this copy was made from (#{source_id}).",
+                icon=":material/check:",
+            )
+        else:
+            st.warning(
+                f"The training image this copy was made from (#{source_id}) is not the top match."
+            )
     cols = st.columns(len(result.matches) + 1)
     image = query_image(data)
     if image is not None:
@@ -147,11 +176,17 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
         thumb = cached_thumbnail(match.path, ROW_HEIGHT)
         if thumb is not None:
             col.image(thumb)
-        col.markdown(
-            f"**#{match.rank}** raw **{match.score:.3f}** · cal {match.calibrated:+.3f}"
-            + (f" · region {match.region_score:.3f}" if match.region_score is not None else "")
-            + f"  \n{match.caption or ''}  \n`{file_label(match.path)}`"
-        )
+        else:
+            col.caption("(image file not available)")
+        if match.combined is not None:  # region matching: ordered by the combined score
+            card = (
+                f"**#{match.rank}** combined **{match.combined:+.3f}** · "
+                f"cal {match.calibrated:+.3f} · raw {match.score:.3f} · "
+                f"region {match.region_score or match.score:.3f}"
+            )
+        else:
+            card = f"**#{match.rank}** cal **{match.calibrated:+.3f}** · raw {match.score:.3f}"
+        col.markdown(f"{card}  \n{match.caption or ''}  \n`{file_label(match.path)}`")
 
 
 for (label, data), result in zip(queries, results, strict=True):
@@ -225,8 +260,12 @@ def results_csv(results: list[QueryResult]) -> str:
             "verdict",
             "calibrated_top1",
             "raw_top1",
+            "null_percentile",
+            "rule",
+            "copy_threshold",
             "rank",
             "match_id",
+            "match_name",
             "match_path",
             "raw",
             "calibrated",
@@ -236,7 +275,7 @@ def results_csv(results: list[QueryResult]) -> str:
     )
     for r in results:
         if r.error:
-            writer.writerow([r.query, "", "", "", "", "", "", "", "", "", r.error])
+            writer.writerow([r.query, *[""] * 13, r.error])
         for m in r.matches:
             writer.writerow(
                 [
@@ -244,8 +283,12 @@ def results_csv(results: list[QueryResult]) -> str:
                     r.verdict,
                     f"{r.score:.6f}",
                     f"{r.raw_score:.6f}",
+                    "" if r.null_percentile is None else f"{r.null_percentile:.2f}",
+                    r.rule or "",
+                    f"{r.copy_threshold:.6f}",
                     m.rank,
                     m.id,
+                    file_label(m.path),
                     m.path,
                     f"{m.score:.6f}",
                     f"{m.calibrated:.6f}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,10 @@ def test_demo_copy_is_found_with_scores_and_a_verdict(small_index: Path) -> None
     at.button(key="search_demo").click().run()
     assert not at.exception
     headings = [m.value for m in at.markdown if m.value.startswith("####")]
-    assert len(headings) == 1 and "of training #" in headings[0]
+    assert len(headings) == 1 and "of “training #" in headings[0], "headed by what it is"
     assert any(badge in headings[0] for badge in ("COPY", "SIMILAR", "NO CLEAR MATCH"))
-    source_row = int(headings[0].split("training #")[1].split(".png")[0])
+    source_row = int(re.search(r"training #(\d+)", headings[0]).group(1))  # type: ignore[union-attr]
+    assert "made from" in at.success[0].value, "the card says the top match is the source"
     expected = f"img_{source_row:04d}.png"
     match_cards = [m.value for m in at.markdown if m.value.startswith("**#")]
     assert len(match_cards) == 3
@@ -47,6 +49,7 @@ def test_demo_copy_is_found_with_scores_and_a_verdict(small_index: Path) -> None
     assert "raw" in match_cards[0] and "cal" in match_cards[0]
     explanation = at.caption[0].value
     assert "Calibrated score" in explanation and "raw cosine" in explanation
+    assert "unrelated images" in explanation and "% score lower" in explanation
     # the detail view compares the chosen pair in every mode
     for mode in ("slider", "blink", "difference", "regions"):
         at.radio(key="search_view").set_value(mode).run()
@@ -65,7 +68,7 @@ def test_operating_point_changes_the_copy_threshold(small_index: Path) -> None:
     sensitive_caption = at.caption[0].value
 
     def threshold(text: str) -> float:
-        return float(text.split("copy at ≥ ")[1].split(")")[0])
+        return float(text.split("copy at ≥ ")[1].split(",")[0])
 
     assert threshold(sensitive_caption) < threshold(strict_caption)
 
