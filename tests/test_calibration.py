@@ -13,7 +13,7 @@ from lib.calibration import Calibration, background
 from lib.defaults import DEFAULT_INDEX, OPENMOJI_DIR
 from lib.images import list_image_files, load_image
 from lib.index import build_index, is_index, open_index
-from lib.search import rank_vectors
+from lib.search import search_images
 
 
 def test_background_ignores_near_duplicates_of_the_top_match() -> None:
@@ -50,12 +50,27 @@ def _edited_copies(sources: list[Image.Image], seed: int) -> tuple[list[Image.Im
 
 
 def _rates(index, embedder, unrelated, copies, sources_rows):  # type: ignore[no-untyped-def]
-    h = rank_vectors(index, embedder.embed_images(unrelated), ["h"] * len(unrelated), top_k=1)
-    c = rank_vectors(index, embedder.embed_images(copies), ["c"] * len(copies), top_k=1)
+    # the default search path: calibrated score and pixel alignment of the shortlist
+    h = search_images(index, [(f"h{i}", im) for i, im in enumerate(unrelated)], embedder=embedder)
+    c = search_images(index, [(f"c{i}", im) for i, im in enumerate(copies)], embedder=embedder)
     false_alarms = np.mean([r.verdict == "copy" for r in h])
     recall = np.mean([r.verdict == "copy" for r in c])
     top1 = np.array([r.matches[0].id for r in c])
     return false_alarms, recall, top1, h, c
+
+
+def _not_lookalikes(images: list[Image.Image], index) -> list[Image.Image]:  # type: ignore[no-untyped-def]
+    """The images that are not a look-alike of an indexed one by the verdict benchmark's
+    rule for drawings (:func:`lib.bench.domains.split_domain`)."""
+    from lib.bench.domains import DRAWN_LOOKALIKE, thumbnails
+
+    train = thumbnails([load_image(p).image for p in index.metadata["path"]])
+    as_is = thumbnails(images) @ train.T
+    mirrored = (
+        thumbnails([im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images]) @ train.T
+    )
+    keep = np.maximum(as_is.max(1), mirrored.max(1)) < DRAWN_LOOKALIKE
+    return [im for im, k in zip(images, keep, strict=True) if k]
 
 
 @pytest.mark.slow
@@ -95,6 +110,10 @@ def test_openmoji_lookalikes_on_the_default_index() -> None:
     index = open_index(DEFAULT_INDEX)
     embedder = index.create_embedder()
     heldout = [load_image(p).image for p in list_image_files(OPENMOJI_DIR / "heldout")]
+    # a held-out emoji drawn as a training emoji mirrored or with a badge (a third of
+    # them: "facing right" variants) is a copy of it, not an unrelated image
+    heldout = _not_lookalikes(heldout, index)
+    assert len(heldout) > 200
     rng = np.random.default_rng(2)
     source_rows = rng.choice(index.count, 120, replace=False)
     sources = [load_image(index.metadata["path"].iloc[r]).image for r in source_rows]

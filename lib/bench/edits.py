@@ -117,3 +117,111 @@ EDITS: dict[str, Edit] = {
     "combined": combined,
 }
 """Every named edit; ``paste`` uses a noise background unless one is given."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict benchmark's edits (benchmarks/verdicts.py): one fixed strength per kind, the
+# kinds a user meets most, so that the share flagged per kind can be compared across domains.
+# ---------------------------------------------------------------------------------------------
+
+
+def crop70(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Keep a window of 70% of each side at a random place."""
+    w, h = image.size
+    cw, ch = max(1, round(w * 0.7)), max(1, round(h * 0.7))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return image.crop((x, y, x + cw, y + ch))
+
+
+def jpeg25(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Re-encode as JPEG at quality 25."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=25)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def colour_rotate(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Colour jitter (:func:`colour`) then a rotation of 8 degrees either way on white."""
+    angle = 8.0 * float(rng.choice([-1, 1]))
+    return colour(image, rng).rotate(
+        angle, resample=Image.Resampling.BILINEAR, fillcolor=(255, 255, 255)
+    )
+
+
+def flip_blur(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Mirror left to right, then blur (:func:`blur`)."""
+    return blur(flip(image, rng), rng)
+
+
+def banner(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A dark band over 18-25% of the height with white text, at the top or the bottom."""
+    out = image.copy()
+    w, h = out.size
+    band = max(2, round(h * float(rng.uniform(0.18, 0.25))))
+    top = 0 if rng.random() < 0.5 else h - band
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((0, top, w, top + band), fill=(20, 20, 28))
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(
+            size=max(6, int(band * 0.6))
+        )
+    except TypeError:
+        font = ImageFont.load_default()
+    words = ["SALE", "NEW", "#art", "generated", "2026", "my design", "for sale"]
+    text = " ".join(rng.choice(words, 2))
+    draw.text((max(1, w // 20), top + band // 6), text, fill=(255, 255, 255), font=font)
+    return out
+
+
+def downscale4(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Shrink to a quarter of each side, then scale back up (bilinear both ways)."""
+    w, h = image.size
+    small = image.resize((max(1, w // 4), max(1, h // 4)), Image.Resampling.BILINEAR)
+    return small.resize((w, h), Image.Resampling.BILINEAR)
+
+
+def composed(
+    image: Image.Image, rng: np.random.Generator, background: Image.Image | None = None
+) -> Image.Image:
+    """The whole source, scaled to 55-75% of each side, pasted onto a photograph.
+
+    ``background``: an unrelated photograph (a random window of it fills the canvas, which
+    has the source's size); noise when None.
+    """
+    w, h = image.size
+    if background is None:
+        noise = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+        canvas = Image.fromarray(noise).resize((w, h), Image.Resampling.BILINEAR)
+    else:
+        canvas = _random_window(background.convert("RGB"), (w, h), rng)
+    f = float(rng.uniform(0.55, 0.75))
+    small = image.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
+    x = int(rng.integers(0, w - small.width + 1))
+    y = int(rng.integers(0, h - small.height + 1))
+    canvas.paste(small, (x, y))
+    return canvas
+
+
+def _random_window(
+    photo: Image.Image, size: tuple[int, int], rng: np.random.Generator
+) -> Image.Image:
+    """A random window of ``photo`` with the aspect of ``size``, 30-100% of its short side,
+    resized to ``size``."""
+    w, h = size
+    pw, ph = photo.size
+    scale = float(rng.uniform(0.3, 1.0)) * min(pw / w, ph / h)
+    cw, ch = max(1, int(w * scale)), max(1, int(h * scale))
+    x, y = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
+    return photo.crop((x, y, x + cw, y + ch)).resize((w, h), Image.Resampling.BILINEAR)
+
+
+VERDICT_EDITS: dict[str, Edit] = {
+    "crop70": crop70,
+    "jpeg25": jpeg25,
+    "colour+rotate8": colour_rotate,
+    "flip+blur": flip_blur,
+    "banner": banner,
+    "downscale4": downscale4,
+}
+"""The edited-copy kinds of the verdict benchmark; ``composed`` is separate because it
+needs a background photograph."""
