@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._verdict_data import KINDS, ROOT, prepare
+from benchmarks._verdict_data import KINDS, prepare
 from lib.bench.domains import DOMAINS
 from lib.calibration import CALIBRATION_VERSION
 from lib.index import ReplicaIndex, build_index, is_index, open_index
@@ -89,7 +89,8 @@ def evaluate(name: str, quick: bool) -> dict[str, Any]:
     u = search_files(index, unrelated, top_k=5)
     c = search_files(index, copies, top_k=5)
     per_query_ms = 1000 * (time.perf_counter() - start) / (len(unrelated) + len(copies))
-    ids = dict(zip(index.metadata["path"].map(lambda p: Path(p).name), index.metadata["id"]))
+    names = index.metadata["path"].map(lambda p: Path(p).name)
+    ids = dict(zip(names, index.metadata["id"], strict=True))
     false_alarms = {}
     for rate in RATES:
         k = sum(copy_at(index, r, rate) for r in u)
