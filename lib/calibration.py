@@ -270,6 +270,7 @@ def fit_calibration(
     sample: int = NULL_SAMPLE,
     paths: Sequence[str] | None = None,
     alignment_sample: int = ALIGNMENT_SAMPLE,
+    family_max: int = FAMILY_MAX,
     seed: int = 0,
     progress: ProgressCallback | None = None,
 ) -> Calibration:
@@ -287,6 +288,8 @@ def fit_calibration(
         vectors: (n, d) float32, L2-normalised.
         base: ranks, family cosine and false-alarm rate to use (defaults otherwise).
         sample: at most this many indexed images serve as stand-in unrelated queries.
+        family_max: families stop growing at this size (1: only the images at
+            ``family_cosine`` or more to the sampled one, no chains).
         progress: called with (done, total) over the aligned images.
 
     Returns:
@@ -301,7 +304,7 @@ def fit_calibration(
         return base
     rng = np.random.default_rng(seed)
     rows = rng.choice(n, size=min(sample, n), replace=False)
-    family = families(faiss_index, vectors, rows, base.family_cosine)
+    family = families(faiss_index, vectors, rows, base.family_cosine, max_size=family_max)
     k = min(n, NEIGHBOURS + max(len(f) for f in family) + 16)
     sims, ids = search_flat(faiss_index, np.ascontiguousarray(vectors[rows]), k)
     null_cal, null_raw, shortlists = [], [], []

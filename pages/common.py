@@ -154,6 +154,12 @@ def render_sidebar() -> None:
         f"**{index.count:,}** images · embedder `{m.embedder_name}`  \n"
         f"created {m.created[:10]} · {len(m.skipped)} skipped at build"
     )
+    if index.recalibrated:
+        st.sidebar.caption(
+            "This index was calibrated by an older version of Replica: its verdicts use a "
+            "calibration recomputed when it was opened (without pixel alignment). To store a "
+            "full one, run `python -m lib index calibrate` on it."
+        )
     st.sidebar.caption(_attribution(m.sources))
 
 
@@ -174,6 +180,12 @@ GLOSSARY = {
     "held-out vs training": "Real images never used for training, searched in the same training "
     "set: how close a new, honest image of the same kind comes. Generations that copy score "
     "above these.",
+    "null percentile": "Of the index's own images searched as if they were new (each "
+    "without its family of variants), the share whose evidence is weaker than this query's: "
+    "99% means only 1 in 100 unrelated images of this collection looks this much like a copy.",
+    "alignment": "How well the query's pixels line up with a training image (normalised "
+    "cross-correlation in grey, also mirrored, cropped or pasted smaller; 1 = identical). "
+    "It catches copies that a blur, JPEG or downscale hides from the fingerprint.",
     "uAP": "Micro average precision: all (query, match) pairs of the benchmark ranked by score in "
     "one list; 1.0 means every true copy scores above every wrong match. The SSCD paper's main "
     "figure.",
@@ -208,9 +220,12 @@ def threshold_note(index: ReplicaIndex, label: str = "") -> str:
             f"at calibrated ≥ {cal.copy_threshold:+.3f}, or raw ≥ {cal.identical_threshold:.2f}) "
             "that were not measured on these images. Treat them as rough; add images to calibrate."
         )
+    aligned = (
+        f", or pixels that line up at ≥ {cal.alignment_threshold:.3f}" if cal.uses_alignment else ""
+    )
     return (
-        f"Copy at calibrated ≥ {cal.copy_threshold:+.3f} (or raw ≥ "
-        f"{cal.identical_threshold:.2f}) in {name}: the score that only "
+        f"Copy at calibrated ≥ {cal.copy_threshold:+.3f}{aligned} (or raw ≥ "
+        f"{cal.identical_threshold:.2f}) in {name}: together, what only "
         f"{cal.false_alarm_rate:.0%} of {cal.null_sample:,} unrelated images of this index reach. "
         "Each index measures its own threshold, so it differs between indexes."
     )

@@ -42,8 +42,8 @@ OPERATING_POINTS = {
     "very sensitive (10%)": 0.10,
 }
 DEMO_KEY = "search_demo_copies"
+# label of a demo copy -> (id of the training image it was made from, a heading)
 DEMO_SOURCE_KEY = "search_demo_sources"
-"""label of a demo copy -> (id of the training image it was made from, a heading)."""
 
 
 @st.cache_data(show_spinner=False)
