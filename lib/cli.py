@@ -96,7 +96,11 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         "updated": m.updated,
         "sources": m.sources,
         "skipped": m.skipped,
-        "calibration": {k: v for k, v in index.calibration.to_dict().items() if k != "null_scores"},
+        "calibration": {
+            k: v
+            for k, v in index.calibration.to_dict().items()
+            if k not in ("null_scores", "alignment_null", "evidence_null")
+        },
         "recalibrated_on_open": index.recalibrated,
         "versions": m.versions,
     }

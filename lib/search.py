@@ -101,7 +101,7 @@ class QueryResult:
             return f"Could not read this image: {self.error}."
         if not self.matches:
             return "The index is empty: there is nothing to compare with."
-        score, thr = f"{self.score:+.2f}", f"{self.copy_threshold:+.2f}"
+        score, thr = ordered_pair(self.score, self.copy_threshold, sign=True)
         if self.null_percentile is None:
             among = (
                 " This index is too small to calibrate (fewer than 20 images), so the "
@@ -117,11 +117,12 @@ class QueryResult:
                 f"{self.null_percentile:.1f}% score lower."
             )
         if self.rule == "alignment" and self.alignment is not None:
+            aligned, needed = ordered_pair(self.alignment, self.alignment_threshold or 0.0)
             return (
-                f"The pixels of this image line up with the top match at "
-                f"{self.alignment:.2f} (normalised cross-correlation, 1 = identical), at or "
-                f"above the {self.alignment_threshold:.2f} that calls a copy; its score above "
-                f"the neighbourhood is {score} (copy at {thr})." + among
+                f"The pixels of this image line up with the top match at {aligned} "
+                f"(normalised cross-correlation, 1 = identical), at or above the {needed} "
+                f"that calls a copy; its score above the neighbourhood is {score} (copy at "
+                f"{thr})." + among
             )
         if self.rule == "identical":
             return (
@@ -163,6 +164,17 @@ class QueryResult:
             "explanation": self.explanation(),
             "matches": [_match_dict(m) for m in self.matches],
         }
+
+
+def ordered_pair(value: float, threshold: float, *, sign: bool = False) -> tuple[str, str]:
+    """A score and its threshold as text, with as many decimals (2 to 6) as it takes for
+    the text to keep their order: never "+0.25, under the +0.25"."""
+    for decimals in range(2, 7):
+        spec = f"{'+' if sign else ''}.{decimals}f"
+        a, b = format(value, spec), format(threshold, spec)
+        if (float(a) >= float(b)) == (value >= threshold):
+            return a, b
+    return a, b
 
 
 _REGION_FIELDS = (

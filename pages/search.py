@@ -24,7 +24,7 @@ from lib.images import (
     read_caption,
 )
 from lib.regions import compare_regions, region_heatmap
-from lib.search import QueryResult, search_images
+from lib.search import QueryResult, ordered_pair, search_images
 from lib.st_cache import cached_thumbnail
 from pages.common import (
     VERDICT_BADGES,
@@ -150,9 +150,10 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
         if result.null_percentile is None
         else f" · {result.null_percentile:.1f}% of unrelated images score lower"
     )
+    score, threshold = ordered_pair(result.score, result.copy_threshold, sign=True)
     st.caption(
-        f"{result.explanation()}  \nCalibrated score {result.score:+.3f} "
-        f"(copy at ≥ {result.copy_threshold:+.3f}, {result.false_alarm_rate:.1%} false "
+        f"{result.explanation()}  \nCalibrated score {score} "
+        f"(copy at ≥ {threshold}, {result.false_alarm_rate:.1%} false "
         f"alarms){percentile}; raw cosine {result.raw_score:.3f}, the paper's measure "
         f"({'above' if result.raw_score > 0.5 else 'not above'} its 0.5; copy at ≥ "
         f"{result.identical_threshold:.2f} whatever the neighbourhood)."

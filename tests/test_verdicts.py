@@ -225,3 +225,20 @@ def test_scan_exports_carry_the_percentile(scene_index: Path, tmp_path: Path) ->
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     percentiles = {Path(r["query"]).name: r["null_percentile"] for r in report["results"]}
     assert percentiles["copy.png"] > percentiles["new.png"]
+
+
+def test_a_score_and_its_threshold_never_read_as_equal_across_the_verdict() -> None:
+    from lib.search import ordered_pair
+
+    assert ordered_pair(0.2454, 0.2456, sign=True) == ("+0.245", "+0.246")
+    assert ordered_pair(0.24541, 0.24549) == ("0.2454", "0.2455")
+    assert ordered_pair(0.31, 0.18, sign=True) == ("+0.31", "+0.18")
+    cal = Calibration(null_sample=100, null_scores=[i / 1000 for i in range(100)])
+    cal = cal.with_false_alarm_rate(0.02)
+    just_under = Match(rank=1, id=1, path="a.png", score=0.5, calibrated=cal.copy_threshold - 1e-4)
+    text = judge(QueryResult(query="q"), [just_under], cal).explanation()
+    import re
+
+    shown = float(re.search(r"scores ([+-][0-9.]+)", text).group(1))  # type: ignore[union-attr]
+    needed = float(re.search(r"the ([+-][0-9.]+) that calls", text).group(1))  # type: ignore[union-attr]
+    assert shown < needed, text
