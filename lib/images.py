@@ -237,6 +237,39 @@ def _high_bit_depth_to_rgb(img: Image.Image) -> Image.Image:
     return Image.fromarray(grey, mode="L").convert("RGB")
 
 
+def display_path(path: str | bytes | os.PathLike[str]) -> str:
+    """A printable form of a file path, valid Unicode whatever the file system holds.
+
+    A name that is not valid UTF-8 (on POSIX it arrives as a ``str`` with surrogate
+    escapes, ``os.fsdecode(b"caf\\xe9.png") == "caf\\udce9.png"``) shows each bad byte as
+    ``\\xNN``: ``caf\\xe9.png``. Valid paths are returned unchanged. The display form
+    does not open the file; keep ``os.fsencode(path)`` to reach it.
+    """
+    if isinstance(path, bytes | bytearray):
+        raw = bytes(path)
+    else:
+        text = os.fspath(path)
+        if isinstance(text, bytes):
+            raw = text
+        elif is_displayable(text):
+            return text
+        else:
+            try:
+                raw = os.fsencode(text)
+            except UnicodeEncodeError:  # a lone surrogate that no file system name made
+                raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def is_displayable(text: str) -> bool:
+    """True when ``text`` is valid Unicode (encodes to UTF-8; no surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def list_image_files(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
     """All files with an image suffix under ``folder``, sorted; hidden files left out.
 
