@@ -26,7 +26,25 @@ class UsageError(Exception):
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+    print(json.dumps(_printable(data), indent=2, ensure_ascii=False))
+
+
+def _printable(data: Any) -> Any:
+    """``data`` with every string valid Unicode: a path that is not valid UTF-8 (surrogate
+    escapes) becomes its readable form, so that the JSON printed is valid UTF-8."""
+    from lib.images import display_path, is_displayable
+
+    if isinstance(data, str):
+        return data if is_displayable(data) else display_path(data)
+    if isinstance(data, dict):
+        return {_printable(k): _printable(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_printable(v) for v in data]
+    return data
+
+
+def _waiting(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -64,6 +82,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             weights=args.weights,
             batch_size=args.batch_size,
             progress=progress,
+            wait=not args.no_wait,
+            on_wait=_waiting,
         )
     _print_skipped(result.skipped)
     print(result.summary())
@@ -75,7 +95,12 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
     with _progress(args, "embedding") as progress:
         result = add_to_index(
-            args.index_dir, args.images_dir, batch_size=args.batch_size, progress=progress
+            args.index_dir,
+            args.images_dir,
+            batch_size=args.batch_size,
+            progress=progress,
+            wait=not args.no_wait,
+            on_wait=_waiting,
         )
     _print_skipped(result.skipped)
     print(result.summary())
@@ -133,7 +158,9 @@ def cmd_index_calibrate(args: argparse.Namespace) -> int:
     from lib.index import calibrate_index
 
     with _progress(args, "calibrating") as progress:
-        index = calibrate_index(args.index_dir, progress=progress)
+        index = calibrate_index(
+            args.index_dir, progress=progress, wait=not args.no_wait, on_wait=_waiting
+        )
     cal = index.calibration
     print(
         f"calibrated {index.path.name}: {cal.null_sample:,} indexed images as the null "
@@ -334,11 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--weights", help="local weights file for timm:<model> embedders")
     build.add_argument("--batch-size", type=int, default=32)
+    _add_no_wait(build)
     build.set_defaults(func=cmd_index_build)
     add = isub.add_parser("add", help="add new images to an index (same files are skipped)")
     add.add_argument("index_dir")
     add.add_argument("images_dir")
     add.add_argument("--batch-size", type=int, default=32)
+    _add_no_wait(add)
     add.set_defaults(func=cmd_index_add)
     info = isub.add_parser("info", help="show an index's manifest")
     info.add_argument("index_dir")
@@ -348,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="refit an index's verdict thresholds with the current method"
     )
     calibrate.add_argument("index_dir")
+    _add_no_wait(calibrate)
     calibrate.set_defaults(func=cmd_index_calibrate)
     lst = isub.add_parser("list", help="list the indexes under a folder")
     lst.add_argument("root", nargs="?", default=str(DEFAULT_INDEX_ROOT))
@@ -407,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_data_prepare)
     _add_extensions(sub)
     return parser
+
+
+def _add_no_wait(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="when another writer is changing the index, exit with code 1 instead of "
+        "waiting for it",
+    )
 
 
 def _add_extensions(sub: Any) -> None:

@@ -3,20 +3,34 @@
     INDEX_DIR/
       index.faiss       exact inner-product index over L2-normalised float32 vectors
       metadata.parquet  row i describes vector i: id, path, sha256, width, height, caption, source
+                        (+ path_bytes, only when some file name is not valid UTF-8)
       manifest.json     embedder identity, dim, metric, count, skipped files, calibration, versions
 
 Every write builds a complete new folder beside the old one and renames it into
 place, so an interrupted build or a full disk never leaves a half-written index.
+
+One writer at a time: every write (build, add, calibrate, delete) holds an OS file
+lock (``flock``) on ``.NAME.lock`` beside the folder (it survives the folder swap and
+is removed when the writer finishes). A second writer waits for it, or with
+``wait=False`` raises :class:`IndexLocked`. Readers take no lock.
+
+File names that are not valid UTF-8 are stored losslessly: ``path`` holds a readable
+form (each bad byte as ``\\xNN``, :func:`lib.images.display_path`) and the optional
+``path_bytes`` column the raw bytes; :meth:`ReplicaIndex.file_path` gives the path that
+opens the file. Indexes without the column (all older ones) read as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +43,7 @@ from lib.calibration import Calibration, fit_calibration, needs_refit
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
 from lib.faiss_search import search_flat
-from lib.images import SkippedFile, list_image_files
+from lib.images import SkippedFile, display_path, is_displayable, list_image_files
 from lib.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -39,6 +53,10 @@ FAISS_FILE = "index.faiss"
 METADATA_FILE = "metadata.parquet"
 MANIFEST_FILE = "manifest.json"
 METADATA_COLUMNS = ("id", "path", "sha256", "width", "height", "caption", "source")
+PATH_BYTES_COLUMN = "path_bytes"
+"""Optional metadata column: the raw bytes of a path that is not valid UTF-8 (null elsewhere)."""
+SWAP_WAIT_S = 10.0
+"""How long a reader that finds the folder missing waits for a writer's swap to finish."""
 
 
 class IndexError_(RuntimeError):
@@ -63,6 +81,10 @@ class NoImagesError(IndexError_):
 
 class IndexWriteError(IndexError_):
     """Writing the index failed (disk full, permissions); the previous index is untouched."""
+
+
+class IndexLocked(IndexError_):
+    """Another writer holds the index's lock and the caller asked not to wait."""
 
 
 @dataclass
@@ -115,12 +137,20 @@ class ReplicaIndex:
     """An opened index: vectors in FAISS, one metadata row per vector. Read-only."""
 
     def __init__(
-        self, path: Path, manifest: IndexManifest, metadata: pd.DataFrame, faiss_index: Any
+        self,
+        path: Path,
+        manifest: IndexManifest,
+        metadata: pd.DataFrame,
+        faiss_index: Any,
+        raw_paths: dict[int, bytes] | None = None,
     ):
         self.path = path
         self.manifest = manifest
         self.metadata = metadata
         self.faiss = faiss_index
+        self.raw_paths: dict[int, bytes] = dict(raw_paths or {})
+        """Row -> raw path bytes, for the rows whose file name is not valid UTF-8 (their
+        ``metadata["path"]`` is the readable form); see :meth:`file_path`."""
         self.calibration = Calibration.from_dict(manifest.calibration)
         self.recalibrated = False
         """True when the stored calibration was outdated and was refitted in memory on
@@ -142,7 +172,7 @@ class ReplicaIndex:
         also measures the pixel-alignment null from the image files (slower)."""
         stored = Calibration.from_dict(self.manifest.calibration)
         base = Calibration(false_alarm_rate=stored.false_alarm_rate)
-        paths = self.metadata["path"].astype(str).tolist() if align else None
+        paths = self.file_paths() if align else None
         return fit_calibration(
             self.faiss, self.vectors(), base=base, paths=paths, progress=_calibrating(progress)
         )
@@ -207,6 +237,19 @@ class ReplicaIndex:
         self.check_embedder(embedder)
         return embedder
 
+    def file_path(self, i: int) -> str:
+        """The path that opens row i's file: ``metadata["path"]``, except for a name that
+        is not valid UTF-8, given back with surrogate escapes (``os.fsdecode`` of its bytes)."""
+        raw = self.raw_paths.get(int(i))
+        return os.fsdecode(raw) if raw is not None else str(self.metadata["path"].iloc[int(i)])
+
+    def file_paths(self) -> list[str]:
+        """:meth:`file_path` of every row, in row order."""
+        paths = self.metadata["path"].astype(str).tolist()
+        for i, raw in self.raw_paths.items():
+            paths[i] = os.fsdecode(raw)
+        return paths
+
     def row(self, i: int) -> dict[str, Any]:
         """Metadata of vector i as a plain dict."""
         return {str(k): _plain(v) for k, v in self.metadata.iloc[int(i)].to_dict().items()}
@@ -227,10 +270,14 @@ def open_index(path: str | os.PathLike[str]) -> ReplicaIndex:
     Raises:
         IndexNotFound: the folder or one of its files is missing or unreadable.
     """
-    import faiss
-
     root = Path(path).expanduser().resolve()
     _recover_interrupted_swap(root)
+    return _load(root)
+
+
+def _load(root: Path) -> ReplicaIndex:
+    import faiss
+
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise IndexNotFound(
@@ -240,6 +287,7 @@ def open_index(path: str | os.PathLike[str]) -> ReplicaIndex:
     try:
         manifest = IndexManifest.from_json(manifest_path.read_text(encoding="utf-8"))
         metadata = pd.read_parquet(root / METADATA_FILE)
+        raw_paths = _pop_raw_paths(metadata)
         faiss_index = faiss.read_index(str(root / FAISS_FILE))
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
         raise IndexNotFound(f"index {root} is damaged or incomplete: {exc}") from exc
@@ -252,7 +300,16 @@ def open_index(path: str | os.PathLike[str]) -> ReplicaIndex:
             f"index {root} is inconsistent: {faiss_index.ntotal} vectors of dim {faiss_index.d}, "
             f"{len(metadata)} metadata rows, manifest dim {manifest.dim}"
         )
-    return ReplicaIndex(root, manifest, metadata, faiss_index)
+    return ReplicaIndex(root, manifest, metadata, faiss_index, raw_paths)
+
+
+def _pop_raw_paths(metadata: pd.DataFrame) -> dict[int, bytes]:
+    """Remove the optional path_bytes column (absent from indexes written before it
+    existed, and whenever every name is valid UTF-8) and return its non-null entries."""
+    if PATH_BYTES_COLUMN not in metadata.columns:
+        return {}
+    column = metadata.pop(PATH_BYTES_COLUMN)
+    return {i: bytes(v) for i, v in enumerate(column.tolist()) if isinstance(v, bytes | bytearray)}
 
 
 def is_index(path: str | os.PathLike[str]) -> bool:
@@ -274,6 +331,101 @@ def _resolve_embedder(embedder: str | Embedder, weights: str | None) -> Embedder
     )
 
 
+def lock_path(index_dir: str | os.PathLike[str]) -> Path:
+    """The lock file of an index folder: ``.NAME.lock`` in its parent (outside the
+    folder, so that it survives the folder being swapped)."""
+    root = Path(index_dir).expanduser().resolve()
+    return root.with_name(f".{root.name}.lock")
+
+
+@contextlib.contextmanager
+def writer_lock(
+    index_dir: str | os.PathLike[str],
+    *,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
+    """Hold the index's writer lock (``flock`` on :func:`lock_path`) for the block.
+
+    Only one writer at a time, across processes and threads. When another holds it,
+    ``on_wait`` (default: a log warning) is called once with "waiting for another
+    writer of INDEX..." and the call blocks until the lock is free. The lock file
+    holds the writer's process id and is removed when the block ends; a writer that
+    dies releases the lock with its process. Yields the resolved index folder.
+
+    Raises:
+        IndexLocked: another writer holds the lock and ``wait`` is False.
+        IndexNotFound: the folder's parent does not exist.
+        IndexWriteError: the lock file cannot be created (read-only folder).
+    """
+    root = Path(index_dir).expanduser().resolve()
+    path = lock_path(root)
+    if not path.parent.is_dir():
+        raise IndexNotFound(f"{root} is not a Replica index (its folder {path.parent} is missing)")
+    notified = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise IndexWriteError(f"cannot create the lock file {path}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                if not wait:
+                    raise IndexLocked(
+                        f"another writer{holder} is changing the index {root}; try again "
+                        "once it has finished (without --no-wait the command waits for it)"
+                    ) from None
+                if not notified:
+                    notified = True
+                    (on_wait or log.warning)(f"waiting for another writer of {root}{holder}…")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _is_current_file(fd, path):
+                # the previous holder removed the file as it finished: lock the new one
+                os.close(fd)
+                continue
+        except BaseException:
+            os.close(fd)
+            raise
+        break
+    try:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        yield root
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # still locked: a waiter on this file will see it was removed
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(os.pread(fd, 32, 0).decode("ascii").strip())
+        return f" (process {pid})"
+    return ""
+
+
+def _is_current_file(fd: int, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _wait_notice(
+    on_wait: Callable[[str], None] | None, progress: ProgressCallback | None
+) -> Callable[[str], None] | None:
+    if on_wait is not None or progress is None:
+        return on_wait
+    callback = progress
+    return lambda message: callback(0, 0, message)
+
+
 def build_index(
     images: str | os.PathLike[str] | list[Path],
     out: str | os.PathLike[str],
@@ -284,6 +436,8 @@ def build_index(
     source: str = "",
     overwrite: bool = True,
     progress: ProgressCallback | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Embed every image under ``images`` and write a new index to ``out`` atomically.
 
@@ -293,38 +447,56 @@ def build_index(
             one is completely written (unless ``overwrite`` is False).
         embedder: registry name or an :class:`Embedder`.
         source: a label stored per row (default: the images folder).
+        wait: when another writer holds ``out``'s lock, wait for it (default) or raise
+            :class:`IndexLocked`. The lock is held for the whole build.
+        on_wait: called once with a message when the build has to wait (default: the
+            progress callback, else a log warning).
 
     Raises:
         NoImagesError: no file could be embedded (nothing is written).
         IndexWriteError: the write failed; any previous index at ``out`` is untouched.
+        IndexLocked: another writer holds the lock and ``wait`` is False.
+        FileExistsError: ``out`` exists and is not an index, or ``overwrite`` is False.
+        FileNotFoundError: the images folder does not exist.
     """
     dest = Path(out).expanduser().resolve()
+    _check_build_target(dest, overwrite)
+    files, label = _collect(images)
+    model = _resolve_embedder(embedder, weights)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IndexWriteError(f"cannot create {dest.parent}: {exc}") from exc
+    with writer_lock(dest, wait=wait, on_wait=_wait_notice(on_wait, progress)):
+        _restore_old(dest)
+        _check_build_target(dest, overwrite)
+        embedded = embed_files(files, model, batch_size=batch_size, progress=progress)
+        skipped = _displayable(embedded.skipped)
+        if not embedded.records:
+            raise NoImagesError(_no_images_message(label, len(files), skipped), skipped)
+        source = display_path(source or label)
+        metadata, raw_paths = _metadata_frame(embedded, start_id=0, source=source)
+        now = _now()
+        manifest = IndexManifest(
+            embedder=model.config.to_dict(),
+            dim=model.dim,
+            count=len(metadata),
+            calibration={},
+            skipped=[s.to_dict() for s in skipped],
+            sources=[source],
+            created=now,
+            updated=now,
+            versions=_versions(),
+        )
+        index = _write(dest, embedded.vectors, metadata, manifest, progress, raw_paths)
+    return BuildReport(index=index, added=len(metadata), skipped=skipped)
+
+
+def _check_build_target(dest: Path, overwrite: bool) -> None:
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} exists; pass overwrite=True (--force) to replace it")
     if dest.exists() and not is_index(dest) and any(dest.iterdir()):
         raise FileExistsError(f"{dest} exists and is not a Replica index; refusing to replace it")
-    files, label = _collect(images)
-    model = _resolve_embedder(embedder, weights)
-    embedded = embed_files(files, model, batch_size=batch_size, progress=progress)
-    if not embedded.records:
-        raise NoImagesError(
-            _no_images_message(label, len(files), embedded.skipped), embedded.skipped
-        )
-    metadata = _metadata_frame(embedded, start_id=0, source=source or label)
-    now = _now()
-    manifest = IndexManifest(
-        embedder=model.config.to_dict(),
-        dim=model.dim,
-        count=len(metadata),
-        calibration={},
-        skipped=[s.to_dict() for s in embedded.skipped],
-        sources=[source or label],
-        created=now,
-        updated=now,
-        versions=_versions(),
-    )
-    index = _write(dest, embedded.vectors, metadata, manifest, progress)
-    return BuildReport(index=index, added=len(metadata), skipped=embedded.skipped)
 
 
 def add_to_index(
@@ -334,36 +506,54 @@ def add_to_index(
     batch_size: int = 32,
     source: str = "",
     progress: ProgressCallback | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Add images to an existing index without re-embedding it; files already in it
     (same sha256) are skipped. The new version replaces the old one atomically.
 
+    The index is read only once its writer lock is held, so that concurrent adds
+    all land, one after the other (``wait`` and ``on_wait`` as in :func:`build_index`).
+
     Raises:
+        IndexNotFound: the folder is not an index.
         NoImagesError: nothing new could be added (the index is unchanged).
+        IndexWriteError: the write failed; the index is unchanged.
+        IndexLocked: another writer holds the lock and ``wait`` is False.
+        FileNotFoundError: the images folder does not exist.
     """
-    current = open_index(index_dir)
+    root = Path(index_dir).expanduser().resolve()
+    _recover_interrupted_swap(root)
+    if not is_index(root):
+        _load(root)  # raises IndexNotFound before waiting for anything
     files, label = _collect(images)
-    model = current.create_embedder()
-    known = frozenset(current.metadata["sha256"].tolist())
-    embedded = embed_files(
-        files, model, batch_size=batch_size, skip_sha256=known, progress=progress
-    )
-    if not embedded.records:
-        raise NoImagesError(
-            _no_images_message(label, len(files), embedded.skipped, adding=True), embedded.skipped
+    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
+        _restore_old(root)
+        current = _load(root)
+        model = current.create_embedder()
+        known = frozenset(current.metadata["sha256"].tolist())
+        embedded = embed_files(
+            files, model, batch_size=batch_size, skip_sha256=known, progress=progress
         )
-    start = int(current.metadata["id"].max()) + 1 if current.count else 0
-    new_rows = _metadata_frame(embedded, start_id=start, source=source or label)
-    metadata = pd.concat([current.metadata, new_rows], ignore_index=True)
-    vectors = np.concatenate([current.vectors(), embedded.vectors])
-    manifest = current.manifest
-    manifest.count = len(metadata)
-    manifest.skipped = manifest.skipped + [s.to_dict() for s in embedded.skipped]
-    manifest.sources = [*manifest.sources, source or label]
-    manifest.updated = _now()
-    manifest.versions = _versions()
-    index = _write(current.path, vectors, metadata, manifest, progress)
-    return BuildReport(index=index, added=len(new_rows), skipped=embedded.skipped)
+        skipped = _displayable(embedded.skipped)
+        if not embedded.records:
+            raise NoImagesError(
+                _no_images_message(label, len(files), skipped, adding=True), skipped
+            )
+        start = int(current.metadata["id"].max()) + 1 if current.count else 0
+        source = display_path(source or label)
+        new_rows, new_raw = _metadata_frame(embedded, start_id=start, source=source)
+        metadata = pd.concat([current.metadata, new_rows], ignore_index=True)
+        raw_paths = {**current.raw_paths, **{current.count + i: v for i, v in new_raw.items()}}
+        vectors = np.concatenate([current.vectors(), embedded.vectors])
+        manifest = current.manifest
+        manifest.count = len(metadata)
+        manifest.skipped = manifest.skipped + [s.to_dict() for s in skipped]
+        manifest.sources = [*manifest.sources, source]
+        manifest.updated = _now()
+        manifest.versions = _versions()
+        index = _write(current.path, vectors, metadata, manifest, progress, raw_paths)
+    return BuildReport(index=index, added=len(new_rows), skipped=skipped)
 
 
 def _calibrating(progress: ProgressCallback | None) -> ProgressCallback | None:
@@ -378,40 +568,69 @@ def _calibrating(progress: ProgressCallback | None) -> ProgressCallback | None:
 
 
 def calibrate_index(
-    index_dir: str | os.PathLike[str], *, progress: ProgressCallback | None = None
+    index_dir: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> ReplicaIndex:
     """Refit an index's calibration with the current method, pixel alignment included
     (its image files are read), and store it in its manifest (the vectors and metadata
-    are untouched; the manifest is replaced atomically).
+    are untouched; the manifest is replaced atomically). Holds the writer lock from
+    reading the index to writing its manifest (``wait``, ``on_wait`` as in
+    :func:`build_index`).
 
     Raises:
         IndexNotFound: the folder is not an index. IndexWriteError: the write failed.
+        IndexLocked: another writer holds the lock and ``wait`` is False.
     """
-    index = open_index(index_dir)
-    calibration = index._fit_calibration(align=True, progress=progress)
-    index.manifest.calibration = calibration.to_dict()
-    index.manifest.updated = _now()
-    target = index.path / MANIFEST_FILE
-    tmp = target.with_name(f".{MANIFEST_FILE}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(index.manifest.to_json(), encoding="utf-8")
-        _fsync(tmp)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise IndexWriteError(f"could not write {target}: {exc}; the index is unchanged") from exc
+    root = Path(index_dir).expanduser().resolve()
+    _recover_interrupted_swap(root)
+    if not is_index(root):
+        _load(root)  # raises IndexNotFound
+    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
+        _restore_old(root)
+        index = _load(root)
+        calibration = index._fit_calibration(align=True, progress=progress)
+        index.manifest.calibration = calibration.to_dict()
+        index.manifest.updated = _now()
+        target = index.path / MANIFEST_FILE
+        tmp = target.with_name(f".{MANIFEST_FILE}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_text(index.manifest.to_json(), encoding="utf-8")
+            _fsync(tmp)
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise IndexWriteError(
+                f"could not write {target}: {exc}; the index is unchanged"
+            ) from exc
     index.calibration = calibration
     index.recalibrated = False
     return index
 
 
-def delete_index(index_dir: str | os.PathLike[str]) -> None:
-    """Remove an index folder (refuses folders that are not indexes)."""
+def delete_index(
+    index_dir: str | os.PathLike[str],
+    *,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> None:
+    """Remove an index folder (refuses folders that are not indexes), once no other
+    writer is changing it (``wait``, ``on_wait`` as in :func:`build_index`).
+
+    Raises:
+        IndexNotFound: the folder is not an index; nothing is deleted.
+        IndexLocked: another writer holds the lock and ``wait`` is False.
+    """
     root = Path(index_dir).expanduser().resolve()
     if not is_index(root):
         raise IndexNotFound(f"{root} is not a Replica index; nothing deleted")
-    trash = root.with_name(f".{root.name}.deleted-{uuid.uuid4().hex[:8]}")
-    os.rename(root, trash)
+    with writer_lock(root, wait=wait, on_wait=on_wait):
+        if not is_index(root):
+            raise IndexNotFound(f"{root} is not a Replica index; nothing deleted")
+        trash = root.with_name(f".{root.name}.deleted-{uuid.uuid4().hex[:8]}")
+        os.rename(root, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -434,14 +653,39 @@ def _no_images_message(
     return f"none of the {n_files} file(s) in {label} could be read ({reasons})"
 
 
-def _metadata_frame(embedded: EmbeddedFiles, start_id: int, source: str) -> pd.DataFrame:
+def _displayable(skipped: list[SkippedFile]) -> list[SkippedFile]:
+    """Skipped files with their paths in readable form (they go to JSON and the app)."""
+    return [SkippedFile(display_path(s.path), s.reason) for s in skipped]
+
+
+def _metadata_frame(
+    embedded: EmbeddedFiles, start_id: int, source: str
+) -> tuple[pd.DataFrame, dict[int, bytes]]:
+    """Metadata rows for embedded files, and the raw bytes of the paths (by row) that
+    are not valid UTF-8: their ``path`` is the readable form."""
     rows = [asdict(r) for r in embedded.records]
+    raw_paths: dict[int, bytes] = {}
+    for i, row in enumerate(rows):
+        if not is_displayable(row["path"]):
+            raw_paths[i] = os.fsencode(row["path"])
+            row["path"] = display_path(row["path"])
     frame = pd.DataFrame(rows, columns=["path", "sha256", "width", "height", "caption"])
     frame.insert(0, "id", np.arange(start_id, start_id + len(rows), dtype=np.int64))
     frame["source"] = source
     frame["width"] = frame["width"].astype(np.int64)
     frame["height"] = frame["height"].astype(np.int64)
-    return frame[list(METADATA_COLUMNS)]
+    return frame[list(METADATA_COLUMNS)], raw_paths
+
+
+def _stored_frame(metadata: pd.DataFrame, raw_paths: dict[int, bytes]) -> pd.DataFrame:
+    """The table written to metadata.parquet: path_bytes only when some path needs it."""
+    if not raw_paths:
+        return metadata
+    frame = metadata.copy()
+    frame[PATH_BYTES_COLUMN] = pd.Series(
+        [raw_paths.get(i) for i in range(len(frame))], index=frame.index, dtype=object
+    )
+    return frame
 
 
 def _write(
@@ -450,14 +694,19 @@ def _write(
     metadata: pd.DataFrame,
     manifest: IndexManifest,
     progress: ProgressCallback | None = None,
+    raw_paths: dict[int, bytes] | None = None,
 ) -> ReplicaIndex:
     """Calibrate (:func:`lib.calibration.fit_calibration`, alignment included), then
-    write a complete index to a temporary sibling folder and swap it into place."""
+    write a complete index to a temporary sibling folder and swap it into place.
+    The caller holds the writer lock."""
     import faiss
 
+    raw_paths = raw_paths or {}
     faiss_index = faiss.IndexFlatIP(manifest.dim)
     faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     paths = metadata["path"].astype(str).tolist()
+    for i, raw in raw_paths.items():
+        paths[i] = os.fsdecode(raw)
     manifest.calibration = fit_calibration(
         faiss_index, vectors, paths=paths, progress=_calibrating(progress)
     ).to_dict()
@@ -466,7 +715,7 @@ def _write(
     try:
         tmp.mkdir()
         faiss.write_index(faiss_index, str(tmp / FAISS_FILE))
-        metadata.to_parquet(tmp / METADATA_FILE, index=False)
+        _stored_frame(metadata, raw_paths).to_parquet(tmp / METADATA_FILE, index=False)
         (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
         for name in (FAISS_FILE, METADATA_FILE, MANIFEST_FILE):
             _fsync(tmp / name)
@@ -479,7 +728,7 @@ def _write(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ReplicaIndex(dest, manifest, metadata.reset_index(drop=True), faiss_index)
+    return ReplicaIndex(dest, manifest, metadata.reset_index(drop=True), faiss_index, raw_paths)
 
 
 def _fsync(path: Path) -> None:
@@ -506,7 +755,29 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
 
 
 def _recover_interrupted_swap(root: Path) -> None:
-    """If a process died between the two renames of a swap, put the old index back."""
+    """If a process died between the two renames of a swap, put the old index back.
+
+    Done under the writer lock; when a writer holds it, the folder is missing because
+    that writer is between its two renames: wait (up to SWAP_WAIT_S) for it to finish.
+    """
+    if root.exists() or not root.parent.is_dir():
+        return
+    if not any(root.parent.glob(f".{root.name}.old-*")):
+        return
+    try:
+        with writer_lock(root, wait=False):
+            _restore_old(root)
+    except IndexLocked:
+        deadline = time.monotonic() + SWAP_WAIT_S
+        while not root.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except IndexWriteError:  # a read-only folder: nothing can be renamed either
+        return
+
+
+def _restore_old(root: Path) -> None:
+    """Put back the newest ``.NAME.old-*`` when ``root`` is missing; the caller holds
+    the writer lock."""
     if root.exists() or not root.parent.is_dir():
         return
     olds = sorted(root.parent.glob(f".{root.name}.old-*"), key=lambda p: p.stat().st_mtime)
