@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import sys
@@ -473,7 +474,16 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _tolerate_undecodable_names() -> None:
+    """A file name that is not valid UTF-8 (a query given on the command line) prints
+    with its bad bytes escaped instead of failing a strict UTF-8 stdout."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _tolerate_undecodable_names()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

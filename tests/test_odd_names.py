@@ -117,6 +117,7 @@ def test_cli_build_info_and_search_by_the_odd_path(folder: Path, tmp_path: Path)
             cwd=REPO,
             capture_output=True,
             timeout=300,
+            env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},  # as in a UTF-8 locale
         )
 
     built = run("index", "build", str(folder), "--out", idx, "--embedder", "pixels")
@@ -134,6 +135,7 @@ def test_cli_build_info_and_search_by_the_odd_path(folder: Path, tmp_path: Path)
     assert result["verdict"] == "copy"
     text = run("search", idx, odd)
     assert text.returncode == 0, text.stderr.decode()
+    assert "verdict: COPY" in text.stdout.decode("utf-8")
     dups = run("duplicates", idx, "--threshold", "0.3", "--json", "--out", str(tmp_path / "d.csv"))
     assert dups.returncode == 0, dups.stderr.decode()
     json.loads(dups.stdout.decode("utf-8"))
