@@ -22,7 +22,7 @@ import numpy as np
 
 from lib.calibration import NEIGHBOURS, Calibration, background
 from lib.embedders import Embedder
-from lib.images import SkippedFile, list_image_files
+from lib.images import SkippedFile, display_path, list_image_files
 from lib.index import ReplicaIndex
 from lib.progress import ProgressCallback
 from lib.search import QueryResult, search_files
@@ -247,7 +247,7 @@ def write_report(report: ScanReport, out_dir: Path) -> None:
             top = r.top
             writer.writerow(
                 [
-                    r.query,
+                    display_path(r.query),
                     r.verdict if r.error is None else "",
                     f"{r.raw_score:.6f}" if r.error is None else "",
                     f"{r.score:.6f}" if r.error is None else "",
@@ -255,7 +255,7 @@ def write_report(report: ScanReport, out_dir: Path) -> None:
                     r.rule or "",
                     "" if r.alignment is None else f"{r.alignment:.6f}",
                     top.id if top else "",
-                    top.path if top else "",
+                    display_path(top.path) if top else "",
                     top.caption if top else "",
                     r.error or "",
                 ]

@@ -151,3 +151,19 @@ def test_an_index_written_before_path_bytes_still_opens(folder: Path, tmp_path: 
     add_to_index(tmp_path / "idx", folder)
     index = open_index(tmp_path / "idx")
     assert index.count == 11 and len(index.raw_paths) == 1
+
+
+def test_scan_of_generated_images_with_an_odd_name_writes_its_report(
+    folder: Path, tmp_path: Path
+) -> None:
+    from lib.replication import scan
+
+    index = build_index(folder, tmp_path / "idx", embedder="pixels").index
+    generated = tmp_path / "generated"
+    write_scenes(generated, range(2))
+    _write_odd(generated, 3)
+    report = scan(index, generated, out_dir=tmp_path / "report")
+    assert report.generated.n == 3
+    text = (tmp_path / "report" / "results.csv").read_text(encoding="utf-8")
+    assert "caf\\xe9.png" in text, "the odd generated name is written readably"
+    json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
