@@ -10,8 +10,8 @@ copies it flags at 2% with the right top-1:
 - ``leave-one-out (v1)``: each sampled indexed image searched without itself and its
   near-duplicates (cosine >= 0.9), Replica's rule before calibration v2 (with v2's
   64-neighbour background, so only the null differs);
-- ``family by cosine``: without every indexed image at cosine >= 0.825 to it;
-- ``family component (v2)``: without its connected component at cosine >= 0.825
+- ``family by cosine``: without every indexed image at cosine >= 0.85 to it;
+- ``family component (v2)``: without its connected component at cosine >= 0.85
   (variants linked in a chain), 64 neighbours deep: the shipped null.
 
 A raw-cosine threshold set on the unrelated images themselves at 2% is shown for the
@@ -62,7 +62,7 @@ def v1_null(index: ReplicaIndex) -> Calibration:
 
 
 def cosine_family_null(index: ReplicaIndex) -> Calibration:
-    """Every image at cosine >= 0.825 to the sampled one left out, but no chains."""
+    """Every image at cosine >= 0.85 to the sampled one left out, but no chains."""
     return fit_calibration(index.faiss, index.vectors(), family_max=1)
 
 

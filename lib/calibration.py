@@ -15,14 +15,18 @@ first two such neighbours) were chosen on look-alike data, Fashion-MNIST and Ope
 against backgrounds at ranks 2-8 and widths 1-8: see the README's calibration table.
 
 Thresholds come from the index's own null distribution: each of a sample of indexed
-images is searched against the rest of the index with itself and its *family* removed
-(every indexed image at cosine ``family_cosine`` or more to it: skin-tone variants, the
-same object photographed twice), which imitates an unseen, unrelated image of the same
-domain. ``copy`` is the ``1 - false_alarm_rate`` quantile of that null, ``similar`` its
-90th percentile, and a query's ``null_percentile`` is the share of the null sample that
-scores lower than it. A raw cosine of ``identical_threshold`` (0.97) or more is a copy in
-any case. ``family_cosine`` and the neighbour depth were chosen on the verdict benchmark
-(``benchmarks/verdicts.py``, five look-alike domains; README).
+images is searched against the rest of the index without its *family* (its connected
+component among images at cosine ``family_cosine``, 0.85, or more: skin-tone variants,
+battery icons at 0-100%, the same object photographed twice), which imitates an unseen,
+unrelated image of the same domain. ``copy`` is the ``1 - false_alarm_rate`` quantile of
+that null, ``similar`` its 90th percentile, and a query's ``null_percentile`` is the share
+of the null sample that scores lower than it. With pixel alignment measured
+(:mod:`lib.verification`), the null holds both signals and a copy is called when either
+is rarer than the promised rate allows (:meth:`Calibration.evidence`). A raw cosine of
+``identical_threshold`` (0.97) or more is a copy in any case. ``family_cosine`` (0.85, of
+0.775-0.95 tried) and the neighbour depth were chosen on the verdict benchmark
+(``benchmarks/verdicts.py``, ``benchmarks/verdict_nulls.py``, five look-alike domains;
+README).
 
 Calibration version 2 (this one) removes the family from the null and looks up to
 :data:`NEIGHBOURS` neighbours deep for the background, so that a top match with dozens of
