@@ -3,7 +3,8 @@
     INDEX_DIR/
       index.faiss       exact inner-product index over L2-normalised float32 vectors
       metadata.parquet  row i describes vector i: id, path, sha256, width, height, caption, source
-                        (+ path_bytes, only when some file name is not valid UTF-8)
+                        (+ path_bytes, only when some file name is not valid UTF-8;
+                        + url, only in an index imported with a url column)
       manifest.json     embedder identity, dim, metric, count, skipped files, calibration, versions
 
 Every write builds a complete new folder beside the old one and renames it into
@@ -27,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -35,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -55,6 +58,9 @@ MANIFEST_FILE = "manifest.json"
 METADATA_COLUMNS = ("id", "path", "sha256", "width", "height", "caption", "source")
 PATH_BYTES_COLUMN = "path_bytes"
 """Optional metadata column: the raw bytes of a path that is not valid UTF-8 (null elsewhere)."""
+URL_COLUMN = "url"
+"""Optional metadata column: where an imported image came from (:mod:`lib.index_import`);
+absent from built indexes, null for rows without one."""
 SWAP_WAIT_S = 10.0
 """How long a reader that finds the folder missing waits for a writer's swap to finish."""
 
@@ -250,6 +256,31 @@ class ReplicaIndex:
             paths[i] = os.fsdecode(raw)
         return paths
 
+    def url(self, row_id: int) -> str | None:
+        """The URL stored for the row whose metadata ``id`` is ``row_id`` (imported
+        indexes, :mod:`lib.index_import`); None when the index or the row has none."""
+        if URL_COLUMN not in self.metadata.columns:
+            return None
+        ids = self.metadata["id"]
+        i = int(row_id)
+        if not (0 <= i < len(ids) and int(ids.iloc[i]) == i):
+            found = np.flatnonzero(ids.to_numpy() == i)
+            if not found.size:
+                return None
+            i = int(found[0])
+        value = self.metadata[URL_COLUMN].iloc[i]
+        return value if isinstance(value, str) and value else None
+
+    def stand_in(self, row_id: int, caption: str = "") -> str:
+        """Markdown shown instead of a row's picture when its file cannot be read: the
+        caption (else the URL) linked to the row's http(s) URL where one is stored, else
+        the caption, else "(image file not available)"."""
+        url = self.url(row_id)
+        text = _markdown_text(caption or url or "")
+        if url and url.lower().startswith(("http://", "https://")):
+            return f"[{text}]({quote(url, safe=_URL_SAFE)})"
+        return text or "(image file not available)"
+
     def row(self, i: int) -> dict[str, Any]:
         """Metadata of vector i as a plain dict."""
         return {str(k): _plain(v) for k, v in self.metadata.iloc[int(i)].to_dict().items()}
@@ -258,6 +289,14 @@ class ReplicaIndex:
         return (
             f"ReplicaIndex({str(self.path)!r}, embedder={self.embedder_name!r}, count={self.count})"
         )
+
+
+_URL_SAFE = ":/?#[]@!$&'*+,;=%~"
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` with Markdown's punctuation escaped, so that it shows as written."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$<>:])", r"\\\1", text)
 
 
 def _plain(value: Any) -> Any:
@@ -695,15 +734,19 @@ def _write(
     manifest: IndexManifest,
     progress: ProgressCallback | None = None,
     raw_paths: dict[int, bytes] | None = None,
+    prebuilt: Any | None = None,
 ) -> ReplicaIndex:
     """Calibrate (:func:`lib.calibration.fit_calibration`, alignment included), then
     write a complete index to a temporary sibling folder and swap it into place.
-    The caller holds the writer lock."""
+    ``prebuilt``: an ``IndexFlatIP`` already holding ``vectors`` (an import fills one
+    shard by shard), used instead of a copy. The caller holds the writer lock."""
     import faiss
 
     raw_paths = raw_paths or {}
-    faiss_index = faiss.IndexFlatIP(manifest.dim)
-    faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    faiss_index = prebuilt
+    if faiss_index is None:
+        faiss_index = faiss.IndexFlatIP(manifest.dim)
+        faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     paths = metadata["path"].astype(str).tolist()
     for i, raw in raw_paths.items():
         paths[i] = os.fsdecode(raw)
