@@ -14,6 +14,7 @@ _EXPORTS = {
     "load_image": "lib.images",
     "build_index": "lib.index",
     "add_to_index": "lib.index",
+    "import_embeddings": "lib.index_import",
     "open_index": "lib.index",
     "delete_index": "lib.index",
     "list_indexes": "lib.index",

@@ -108,6 +108,24 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_index_import(args: argparse.Namespace) -> int:
+    from lib.index_import import import_embeddings
+
+    with _progress(args, "importing") as progress:
+        result = import_embeddings(
+            args.embeddings_dir,
+            args.out,
+            embedder=args.embedder,
+            weights=args.weights,
+            progress=progress,
+            wait=not args.no_wait,
+            on_wait=_waiting,
+        )
+    _print_skipped(result.skipped)
+    print(result.summary())
+    return EXIT_OK
+
+
 def cmd_index_info(args: argparse.Namespace) -> int:
     index = _open(args.index_dir)
     m = index.manifest
@@ -227,11 +245,20 @@ def cmd_search(args: argparse.Namespace) -> int:
             regions=args.regions,
         )
     if args.json:
-        _print_json([r.to_dict() for r in results])
+        _print_json([_with_urls(index, r.to_dict()) for r in results])
     else:
         for r in results:
             _print_result(r)
     return EXIT_OK if any(r.error is None for r in results) else EXIT_FAILURE
+
+
+def _with_urls(index: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """A result's JSON with each match's ``url`` where the index stores one (imported)."""
+    for match in result["matches"]:
+        url = index.url(match["id"])
+        if url is not None:
+            match["url"] = url
+    return result
 
 
 def _print_result(r: Any) -> None:
@@ -370,6 +397,22 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--batch-size", type=int, default=32)
     _add_no_wait(add)
     add.set_defaults(func=cmd_index_add)
+    imp = isub.add_parser(
+        "import", help="write a new index from precomputed embeddings (clip-retrieval, .npy)"
+    )
+    imp.add_argument(
+        "embeddings_dir",
+        help="clip-retrieval output (img_emb/, metadata/) or a .npy with a .parquet beside it",
+    )
+    imp.add_argument("--out", required=True, help="index folder to write (replaced atomically)")
+    imp.add_argument(
+        "--embedder",
+        required=True,
+        help=f"the model that made the vectors: one of {', '.join(available_embedders())}",
+    )
+    imp.add_argument("--weights", help="local weights file for timm:<model> embedders")
+    _add_no_wait(imp)
+    imp.set_defaults(func=cmd_index_import)
     info = isub.add_parser("info", help="show an index's manifest")
     info.add_argument("index_dir")
     info.add_argument("--json", action="store_true")
@@ -462,8 +505,10 @@ def _add_extensions(sub: Any) -> None:
 def _usage_errors() -> tuple[type[BaseException], ...]:
     from lib.embedders import EmbedderUnavailable
     from lib.index import EmbedderMismatch, IndexNotFound
+    from lib.index_import import EmbeddingsError
 
     return (
+        EmbeddingsError,
         UsageError,
         FileNotFoundError,
         NotADirectoryError,
