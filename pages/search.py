@@ -178,7 +178,7 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
         if thumb is not None:
             col.image(thumb)
         else:
-            col.caption("(image file not available)")
+            col.caption(index.stand_in(match.id, match.caption))
         if match.combined is not None:  # region matching: ordered by the combined score
             card = (
                 f"**#{match.rank}** combined **{match.combined:+.3f}** · "
