@@ -200,13 +200,21 @@ def test_non_unit_vectors_are_normalised_with_a_warning(
     assert isinstance(vectors, np.ndarray)
     scaled = vectors.astype(np.float64)  # another precision is read as well
     scaled[[1, 4, 7, 20, 27]] *= 3.0
+    seen: list[tuple[int, int, str]] = []
     with caplog.at_level(logging.WARNING, logger="lib.index_import"):
         report = import_embeddings(
             write_clip_retrieval(tmp_path / "clip", scaled, clip_metadata(planted)),
             tmp_path / "idx",
             embedder="pixels",
+            progress=lambda done, total, message="": seen.append((done, total, message)),
         )
     assert report.normalised == 5
+    # progress shard by shard, in numeric order
+    shards = [(d, t, m) for d, t, m in seen if m.startswith("importing img_emb")]
+    assert shards == [
+        (15, 30, "importing img_emb/img_emb_9.npy"),
+        (30, 30, "importing img_emb/img_emb_10.npy"),
+    ]
     assert "5 of 30 vector(s)" in caplog.text and "not unit-norm" in caplog.text
     stored = open_index(report.index.path).vectors()
     np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-5)
