@@ -515,20 +515,28 @@ def build_index(
             raise NoImagesError(_no_images_message(label, len(files), skipped), skipped)
         source = display_path(source or label)
         metadata, raw_paths = _metadata_frame(embedded, start_id=0, source=source)
-        now = _now()
-        manifest = IndexManifest(
-            embedder=model.config.to_dict(),
-            dim=model.dim,
-            count=len(metadata),
-            calibration={},
-            skipped=[s.to_dict() for s in skipped],
-            sources=[source],
-            created=now,
-            updated=now,
-            versions=_versions(),
-        )
+        manifest = _new_manifest(model, len(metadata), skipped, source)
         index = _write(dest, embedded.vectors, metadata, manifest, progress, raw_paths)
     return BuildReport(index=index, added=len(metadata), skipped=skipped)
+
+
+def _new_manifest(
+    model: Embedder, count: int, skipped: list[SkippedFile], source: str
+) -> IndexManifest:
+    """The manifest of a new index of ``count`` vectors made by ``model`` from ``source``
+    (calibration is filled in by :func:`_write`)."""
+    now = _now()
+    return IndexManifest(
+        embedder=model.config.to_dict(),
+        dim=model.dim,
+        count=count,
+        calibration={},
+        skipped=[s.to_dict() for s in skipped],
+        sources=[source],
+        created=now,
+        updated=now,
+        versions=_versions(),
+    )
 
 
 def _check_build_target(dest: Path, overwrite: bool) -> None:

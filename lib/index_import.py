@@ -44,13 +44,11 @@ from lib.index import (
     URL_COLUMN,
     BuildReport,
     IndexError_,
-    IndexManifest,
     NoImagesError,
     _check_build_target,
-    _now,
+    _new_manifest,
     _resolve_embedder,
     _restore_old,
-    _versions,
     _wait_notice,
     _write,
     writer_lock,
@@ -296,18 +294,7 @@ def import_embeddings(
                 label,
                 UNIT_TOLERANCE,
             )
-        now = _now()
-        manifest = IndexManifest(
-            embedder=model.config.to_dict(),
-            dim=model.dim,
-            count=len(metadata),
-            calibration={},
-            skipped=[s.to_dict() for s in skipped],
-            sources=[label],
-            created=now,
-            updated=now,
-            versions=_versions(),
-        )
+        manifest = _new_manifest(model, len(metadata), skipped, label)
         vectors = _stored_vectors(faiss_index)
         index = _write(dest, vectors, metadata, manifest, progress, prebuilt=faiss_index)
     return ImportReport(
