@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +17,12 @@ from lib.images import load_image
 from lib.index import NoImagesError, build_index, open_index, writer_lock
 from lib.index_import import EmbeddingsError, find_shards, import_embeddings
 from lib.search import search_files
+from tests.cli_runner import run_cli
 from tests.synthetic import write_scenes
 
-REPO = Path(__file__).resolve().parent.parent
 N_PRESENT, N_ABSENT = 24, 6
 SHARD_NUMBERS = (9, 10)
 """Shard numbers whose text order (10 before 9) differs from their numeric order."""
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lib", "-q", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def embed(paths: list[Path]) -> np.ndarray:
