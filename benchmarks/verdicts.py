@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._verdict_data import KINDS, prepare
 from lib.bench.domains import DOMAINS
-from lib.calibration import CALIBRATION_VERSION
+from lib.calibration import CALIBRATION_VERSION, Calibration
 from lib.index import ReplicaIndex, build_index, is_index, open_index
 from lib.search import QueryResult, search_files
 
@@ -66,14 +66,13 @@ def domain_index(folder: Path) -> ReplicaIndex:
     return build_index(folder / "indexed", path, embedder="sscd").index
 
 
-def copy_at(index: ReplicaIndex, result: QueryResult, rate: float) -> bool:
-    """The verdict of ``result`` at another operating point (the order of the matches
-    does not depend on it)."""
+def copy_at(calibration: Calibration, result: QueryResult) -> bool:
+    """The verdict of ``result`` at another operating point, ``calibration`` (the order of
+    the matches does not depend on it)."""
     top = result.top
     if top is None:
         return False
-    cal = index.calibration.with_false_alarm_rate(rate)
-    return cal.verdict(top.calibrated, top.score, top.alignment) == "copy"
+    return calibration.verdict(top.calibrated, top.score, top.alignment) == "copy"
 
 
 def evaluate(name: str, quick: bool) -> dict[str, Any]:
@@ -91,9 +90,10 @@ def evaluate(name: str, quick: bool) -> dict[str, Any]:
     per_query_ms = 1000 * (time.perf_counter() - start) / (len(unrelated) + len(copies))
     names = index.metadata["path"].map(lambda p: Path(p).name)
     ids = dict(zip(names, index.metadata["id"], strict=True))
+    at = {rate: index.calibration.with_false_alarm_rate(rate) for rate in RATES}
     false_alarms = {}
     for rate in RATES:
-        k = sum(copy_at(index, r, rate) for r in u)
+        k = sum(copy_at(at[rate], r) for r in u)
         low, high = wilson(k, len(u))
         false_alarms[str(rate)] = {
             "flagged": k,
@@ -110,7 +110,7 @@ def evaluate(name: str, quick: bool) -> dict[str, Any]:
             if truth["copies"][p.name]["kind"] == kind
         ]
         right = [r.top is not None and r.top.id == source for r, source in rows]
-        flagged = [ok and copy_at(index, r, 0.02) for (r, _), ok in zip(rows, right, strict=True)]
+        flagged = [ok and copy_at(at[0.02], r) for (r, _), ok in zip(rows, right, strict=True)]
         per_edit[kind] = {
             "n": len(rows),
             "flagged": float(np.mean(flagged)),
