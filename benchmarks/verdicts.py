@@ -170,7 +170,8 @@ def main() -> None:
     for name in args.domains.split(","):
         print(f"{name}…", file=sys.stderr, flush=True)
         results.append(evaluate(name, args.quick))
-    out = Path(__file__).resolve().parent / "results" / "verdicts.json"
+    name = "verdicts-quick.json" if args.quick else "verdicts.json"  # keep the full run
+    out = Path(__file__).resolve().parent / "results" / name
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(table(results))
