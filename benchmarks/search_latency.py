@@ -5,7 +5,7 @@ same run and interleaved query by query (rotating which goes first), on the very
 memory: FAISS with the library defaults, FAISS on one OpenMP thread, FAISS
 with BLAS for batches (``distance_compute_blas_threshold = 20``: faiss 1.15's default of
 128,000 sends a batch of 64 down the one-query-at-a-time path), ``replica`` (what
-lib.index runs: lib.faiss_search.search_flat, one thread below 20 queries and BLAS from
+lib.index runs: lib.index.flat.search_flat, one thread below 20 queries and BLAS from
 20 on), and the baseline, a numpy
 brute force (matmul, argpartition, sort of the top k):
 
@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.calibration import NEIGHBOURS
-from lib.faiss_search import search_flat
+from lib.index.flat import search_flat
 
 FAISS_DEFAULT_BLAS_THRESHOLD = 128_000  # faiss 1.15's distance_compute_blas_threshold
 
@@ -88,7 +88,7 @@ def searchers(index: Any, base: np.ndarray, k: int) -> dict[str, Callable[[np.nd
     """Name -> search(queries) -> ids. "faiss" is FAISS with its defaults (OpenMP on every
     core; faiss 1.15 uses BLAS only from 128,000 queries per call on); "faiss_1thread" one
     OpenMP thread; "faiss_blas" BLAS from 20 queries on (the old default); "replica"
-    lib.faiss_search.search_flat, which lib.index runs; "numpy" the baseline."""
+    lib.index.flat.search_flat, which lib.index runs; "numpy" the baseline."""
     import faiss
 
     threads = faiss.omp_get_max_threads()

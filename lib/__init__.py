@@ -14,7 +14,7 @@ _EXPORTS = {
     "load_image": "lib.images",
     "build_index": "lib.index",
     "add_to_index": "lib.index",
-    "import_embeddings": "lib.index_import",
+    "import_embeddings": "lib.index.importer",
     "open_index": "lib.index",
     "delete_index": "lib.index",
     "list_indexes": "lib.index",

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.faiss_search import search_flat
+from lib.index.flat import search_flat
 from lib.progress import ProgressCallback
 
 NEIGHBOURS = 64

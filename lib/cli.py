@@ -109,7 +109,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_import(args: argparse.Namespace) -> int:
-    from lib.index_import import import_embeddings
+    from lib.index.importer import import_embeddings
 
     with _progress(args, "importing") as progress:
         result = import_embeddings(
@@ -505,7 +505,7 @@ def _add_extensions(sub: Any) -> None:
 def _usage_errors() -> tuple[type[BaseException], ...]:
     from lib.embedders import EmbedderUnavailable
     from lib.index import EmbedderMismatch, IndexNotFound
-    from lib.index_import import EmbeddingsError
+    from lib.index.importer import EmbeddingsError
 
     return (
         EmbeddingsError,

@@ -24,7 +24,7 @@ from lib.index import (
     delete_index,
     list_indexes,
 )
-from lib.index_catalog import new_index_path, read_card
+from lib.index.catalog import new_index_path, read_card
 from lib.progress import ProgressCallback
 from lib.uploads import EmptyUpload, ExtractedUpload, discard_on_failure, extract_zip
 from pages.common import (

@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from lib.faiss_search import BLAS_FROM_QUERIES, search_flat
+from lib.index.flat import BLAS_FROM_QUERIES, search_flat
 
 
 @pytest.fixture

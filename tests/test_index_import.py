@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from lib.embedders import create_embedder
 from lib.images import load_image
 from lib.index import NoImagesError, build_index, open_index, writer_lock
-from lib.index_import import EmbeddingsError, find_shards, import_embeddings
+from lib.index.importer import EmbeddingsError, find_shards, import_embeddings
 from lib.search import search_files
 from tests.cli_runner import run_cli
 from tests.synthetic import write_scenes
@@ -189,7 +189,7 @@ def test_non_unit_vectors_are_normalised_with_a_warning(
     scaled = vectors.astype(np.float64)  # another precision is read as well
     scaled[[1, 4, 7, 20, 27]] *= 3.0
     seen: list[tuple[int, int, str]] = []
-    with caplog.at_level(logging.WARNING, logger="lib.index_import"):
+    with caplog.at_level(logging.WARNING, logger="lib.index.importer"):
         report = import_embeddings(
             write_clip_retrieval(tmp_path / "clip", scaled, clip_metadata(planted)),
             tmp_path / "idx",

@@ -39,12 +39,11 @@ import pandas as pd
 
 from lib.embedders import Embedder
 from lib.images import SkippedFile, display_path
-from lib.index import (
+from lib.index.errors import IndexError_, NoImagesError
+from lib.index.store import (
     METADATA_COLUMNS,
     URL_COLUMN,
     BuildReport,
-    IndexError_,
-    NoImagesError,
     _check_build_target,
     _new_manifest,
     _resolve_embedder,

@@ -24,7 +24,6 @@ opens the file. Indexes without the column (all older ones) read as before.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,8 +44,16 @@ import pandas as pd
 from lib.calibration import Calibration, fit_calibration, needs_refit
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
-from lib.faiss_search import search_flat
 from lib.images import SkippedFile, display_path, is_displayable, list_image_files
+from lib.index.errors import (
+    EmbedderMismatch,
+    IndexLocked,
+    IndexNotFound,
+    IndexWriteError,
+    NoImagesError,
+)
+from lib.index.flat import search_flat
+from lib.index.lock import writer_lock
 from lib.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -59,38 +66,10 @@ METADATA_COLUMNS = ("id", "path", "sha256", "width", "height", "caption", "sourc
 PATH_BYTES_COLUMN = "path_bytes"
 """Optional metadata column: the raw bytes of a path that is not valid UTF-8 (null elsewhere)."""
 URL_COLUMN = "url"
-"""Optional metadata column: where an imported image came from (:mod:`lib.index_import`);
+"""Optional metadata column: where an imported image came from (:mod:`lib.index.importer`);
 absent from built indexes, null for rows without one."""
 SWAP_WAIT_S = 10.0
 """How long a reader that finds the folder missing waits for a writer's swap to finish."""
-
-
-class IndexError_(RuntimeError):
-    """Base class for index problems (named to avoid shadowing the builtin IndexError)."""
-
-
-class IndexNotFound(IndexError_):
-    """The folder is not a Replica index."""
-
-
-class EmbedderMismatch(IndexError_):
-    """An index is used with an embedder other than the one that built it."""
-
-
-class NoImagesError(IndexError_):
-    """A build or add found no usable image."""
-
-    def __init__(self, message: str, skipped: list[SkippedFile] | None = None):
-        super().__init__(message)
-        self.skipped = skipped or []
-
-
-class IndexWriteError(IndexError_):
-    """Writing the index failed (disk full, permissions); the previous index is untouched."""
-
-
-class IndexLocked(IndexError_):
-    """Another writer holds the index's lock and the caller asked not to wait."""
 
 
 @dataclass
@@ -258,7 +237,7 @@ class ReplicaIndex:
 
     def url(self, row_id: int) -> str | None:
         """The URL stored for the row whose metadata ``id`` is ``row_id`` (imported
-        indexes, :mod:`lib.index_import`); None when the index or the row has none."""
+        indexes, :mod:`lib.index.importer`); None when the index or the row has none."""
         if URL_COLUMN not in self.metadata.columns:
             return None
         ids = self.metadata["id"]
@@ -368,92 +347,6 @@ def _resolve_embedder(embedder: str | Embedder, weights: str | None) -> Embedder
     return (
         embedder if isinstance(embedder, Embedder) else create_embedder(embedder, weights=weights)
     )
-
-
-def lock_path(index_dir: str | os.PathLike[str]) -> Path:
-    """The lock file of an index folder: ``.NAME.lock`` in its parent (outside the
-    folder, so that it survives the folder being swapped)."""
-    root = Path(index_dir).expanduser().resolve()
-    return root.with_name(f".{root.name}.lock")
-
-
-@contextlib.contextmanager
-def writer_lock(
-    index_dir: str | os.PathLike[str],
-    *,
-    wait: bool = True,
-    on_wait: Callable[[str], None] | None = None,
-) -> Iterator[Path]:
-    """Hold the index's writer lock (``flock`` on :func:`lock_path`) for the block.
-
-    Only one writer at a time, across processes and threads. When another holds it,
-    ``on_wait`` (default: a log warning) is called once with "waiting for another
-    writer of INDEX..." and the call blocks until the lock is free. The lock file
-    holds the writer's process id and is removed when the block ends; a writer that
-    dies releases the lock with its process. Yields the resolved index folder.
-
-    Raises:
-        IndexLocked: another writer holds the lock and ``wait`` is False.
-        IndexNotFound: the folder's parent does not exist.
-        IndexWriteError: the lock file cannot be created (read-only folder).
-    """
-    root = Path(index_dir).expanduser().resolve()
-    path = lock_path(root)
-    if not path.parent.is_dir():
-        raise IndexNotFound(f"{root} is not a Replica index (its folder {path.parent} is missing)")
-    notified = False
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise IndexWriteError(f"cannot create the lock file {path}: {exc}") from exc
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _lock_holder(fd)
-                if not wait:
-                    raise IndexLocked(
-                        f"another writer{holder} is changing the index {root}; try again "
-                        "once it has finished (without --no-wait the command waits for it)"
-                    ) from None
-                if not notified:
-                    notified = True
-                    (on_wait or log.warning)(f"waiting for another writer of {root}{holder}…")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            if not _is_current_file(fd, path):
-                # the previous holder removed the file as it finished: lock the new one
-                os.close(fd)
-                continue
-        except BaseException:
-            os.close(fd)
-            raise
-        break
-    try:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        yield root
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)  # still locked: a waiter on this file will see it was removed
-        os.close(fd)
-
-
-def _lock_holder(fd: int) -> str:
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(os.pread(fd, 32, 0).decode("ascii").strip())
-        return f" (process {pid})"
-    return ""
-
-
-def _is_current_file(fd: int, path: Path) -> bool:
-    try:
-        now = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _wait_notice(
