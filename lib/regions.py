@@ -38,10 +38,10 @@ from PIL import Image, ImageDraw
 
 from lib.embedders import Embedder
 from lib.images import ImageLoadError, load_image
+from lib.results import Match, QueryResult
 
 if TYPE_CHECKING:
     from lib.index import ReplicaIndex
-    from lib.search import Match, QueryResult
 
 Box = tuple[int, int, int, int]
 """(left, top, right, bottom) in pixels of the original image."""
