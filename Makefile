@@ -22,10 +22,11 @@ $(STAMP): requirements.txt | $(BIN)/python
 	touch $(STAMP)
 
 # Debian packages: libcairo2 for cairosvg (renders the OpenMoji SVGs); Fashion-MNIST, the Tux
-# Paint stamps and Chromium for the look-alike, benchmark and browser tests. Each one missing
+# Paint stamps and Chromium for the look-alike, benchmark and browser tests; poppler-utils
+# (pdftoppm) renders the PDF reports in the tests. Each one missing
 # is installed with apt-get (as root, or through sudo when it needs no password), so that
 # `make test` skips nothing on Debian. Elsewhere it says what to install and goes on.
-DEBIAN_PACKAGES := libcairo2 dataset-fashion-mnist tuxpaint-stamps-default chromium
+DEBIAN_PACKAGES := libcairo2 dataset-fashion-mnist tuxpaint-stamps-default chromium poppler-utils
 
 system-libs:
 	@command -v dpkg-query >/dev/null 2>&1 || { \

@@ -8,9 +8,10 @@ the app at temporary folders):
     index_dirs = ["/srv/more-indexes/photos"]   # extra index folders to list
     image_roots = ["/srv/datasets"]             # folders the Indexes page may build from
     upload_root = "/srv/replica/uploads"        # where uploaded zips are extracted
+    case_root = "/srv/replica/cases"            # where cases are stored (one folder each)
 
 Defaults: indexes under ``data/indexes/``; image roots ``data/`` and the Debian datasets;
-uploads under ``data/uploads/``.
+uploads under ``data/uploads/``; cases under ``data/cases/``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ CONFIG_ENV = "REPLICA_CONFIG"
 """Environment variable naming a config file to read instead of :data:`CONFIG_FILE`."""
 UPLOAD_ROOT = DATA_DIR / "uploads"
 """Uploaded zips are extracted under here (one folder per upload)."""
+CASE_ROOT = DATA_DIR / "cases"
+"""Cases (:mod:`lib.evidence.case`) are stored under here, one folder per case."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class AppConfig:
         default_factory=lambda: (DATA_DIR, Path("/usr/share/tuxpaint/stamps"))
     )
     upload_root: Path = UPLOAD_ROOT
+    case_root: Path = CASE_ROOT
 
     def allowed_image_dir(self, folder: str | os.PathLike[str]) -> Path:
         """``folder`` resolved, if it lies inside a configured image root (or uploads). A
@@ -83,6 +87,7 @@ def load_config(path: Path | None = None) -> AppConfig:
         index_dirs=tuple(Path(p) for p in data.get("index_dirs", [])),
         image_roots=tuple(Path(p) for p in data.get("image_roots", defaults.image_roots)),
         upload_root=Path(data.get("upload_root", defaults.upload_root)),
+        case_root=Path(data.get("case_root", defaults.case_root)),
     )
 
 

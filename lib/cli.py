@@ -493,8 +493,9 @@ def _add_no_wait(command: argparse.ArgumentParser) -> None:
 
 
 def _add_extensions(sub: Any) -> None:
-    """Commands contributed by optional modules (study, bench) when present."""
-    for module_name in ("lib.diffusion.cli", "lib.bench.cli"):
+    """Commands contributed by optional modules (study, bench, report and verify) when
+    present."""
+    for module_name in ("lib.diffusion.cli", "lib.bench.cli", "lib.evidence.cli"):
         try:
             module = __import__(module_name, fromlist=["register"])
         except ImportError:
