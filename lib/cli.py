@@ -281,8 +281,11 @@ def _print_result(r: Any) -> None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
+    from lib.evidence.document import SUFFIXES
     from lib.replication import scan
 
+    if args.report and Path(args.report).suffix.lower() not in SUFFIXES:
+        raise UsageError(f"--report must end in {', '.join(SUFFIXES)}")
     index = _open(args.index_dir)
     with _progress(args, "scanning") as progress:
         report = scan(
@@ -293,6 +296,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             calibration=_calibration(index, args.false_alarm_rate),
             progress=progress,
         )
+    if args.report:
+        _write_scan_report(index, report, args)
     if args.json:
         data = report.to_dict()
         data["results"] = [r.to_dict() for r in report.results]
@@ -313,37 +318,97 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _write_scan_report(index: Any, report: Any, args: argparse.Namespace) -> None:
+    """``scan --report FILE``: the scan as a report (:mod:`lib.evidence`), PDF, HTML or JSON."""
+    from lib.evidence.document import Document, write_document
+    from lib.evidence.scan_record import make_scan_record
+
+    record = make_scan_record(
+        index,
+        report,
+        generated=str(Path(args.generated_dir).resolve()),
+        reference=str(Path(args.reference).resolve()) if args.reference else None,
+        false_alarm_rate=args.false_alarm_rate,
+    )
+    title = f"Replica replication scan: {Path(args.generated_dir).name}"
+    write_document(Document(title=title, scans=[record]), args.report)
+    print(f"report: {args.report}", file=sys.stderr)
+
+
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from lib.duplicates import find_duplicates
 
+    if args.against:
+        return _contamination(args)
     index = _open(args.index_dir)
-    with _progress(args, "range search") as progress:
-        report = find_duplicates(index, threshold=args.threshold, progress=progress, keep=args.keep)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".json":
-            report.write_json(out)
-        else:
-            report.write_csv(out)
-            report.write_json(out.with_suffix(".json"))
+    with _progress(args, "nearest neighbours") as progress:
+        report = find_duplicates(
+            index, threshold=args.threshold, progress=progress, keep=args.keep, k=args.k
+        )
+    _write_report(report, args.out)
     if args.json:
         _print_json(report.to_dict())
         return EXIT_OK
     print(
         f"{len(report.clusters)} cluster(s) of near-duplicates at cosine >= {args.threshold} "
-        f"among {report.n_images} images; {report.n_removable} removable "
-        f"({report.removable_share:.0%}; kept: {report.keep_rule})"
+        f"among {report.n_images} images ({report.k} nearest searched per image); "
+        f"{report.n_removable} removable ({report.removable_share:.0%}; kept: {report.keep_rule})"
     )
     if report.n_unassigned:
         print(f"{report.n_unassigned} linked only through others: not proposed for removal")
+    if report.n_chained:
+        print(
+            f"{report.n_chained} cluster(s) hold two images below the threshold against each "
+            "other (each is near the kept image, not near each other): marked 'chained'"
+        )
     for c in report.clusters[:20]:
+        chained = " (chained: below the threshold)" if c.chained else ""
         print(
             f"  cluster {c.cluster}: {c.size} images, similarity to the kept image "
-            f"{c.min_similarity:.3f}-{c.max_similarity:.3f}, lowest pair {c.lowest_pair:.3f}"
+            f"{c.min_similarity:.3f}-{c.max_similarity:.3f}, lowest pair (diameter) "
+            f"{c.lowest_pair:.3f}{chained}"
         )
         for m in c.members:
             print(f"    {'keep' if m.keep else '    '}  {m.similarity:.3f}  {m.path}")
+    if args.out:
+        print(f"written: {args.out}")
+    return EXIT_OK
+
+
+def _write_report(report: Any, out_arg: str | None) -> None:
+    """``report`` as ``out_arg`` (a .json file, or a CSV with a JSON beside it)."""
+    if not out_arg:
+        return
+    out = Path(out_arg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        report.write_json(out)
+    else:
+        report.write_csv(out)
+        report.write_json(out.with_suffix(".json"))
+
+
+def _contamination(args: argparse.Namespace) -> int:
+    from lib.duplicates import find_contamination
+
+    index, other = _open(args.index_dir), _open(args.against)
+    with _progress(args, f"searching {other.path.name}") as progress:
+        report = find_contamination(
+            index, other, threshold=args.threshold, k=args.k, progress=progress
+        )
+    _write_report(report, args.out)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK
+    print(
+        f"{report.n_contaminated} of {report.n_images} images of {index.path.name} "
+        f"({report.contaminated_share:.1%}) are in {other.path.name} at cosine >= "
+        f"{args.threshold} ({len(report.matches)} pair(s), {report.k} nearest searched)"
+    )
+    for m in report.matches[:50]:
+        print(f"  {m.cosine:.3f}  {m.path}  ->  {m.other_path}")
+    if len(report.matches) > 50:
+        print(f"  ... and {len(report.matches) - 50} more (--out FILE writes them all)")
     if args.out:
         print(f"written: {args.out}")
     return EXIT_OK
@@ -368,7 +433,12 @@ def _print_skipped(skipped: Sequence[Any]) -> None:
 
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from lib.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_KEEP_RULE, KEEP_RULES
+    from lib.duplicates import (
+        DEFAULT_DUPLICATE_THRESHOLD,
+        DEFAULT_KEEP_RULE,
+        DEFAULT_NEIGHBOURS,
+        KEEP_RULES,
+    )
     from lib.embedders import DEFAULT_EMBEDDER, available_embedders
 
     parser = argparse.ArgumentParser(
@@ -453,11 +523,31 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--reference", help="folder of real held-out images (the baseline)")
     scan.add_argument("--out", help="report folder: results.csv, report.json, histogram.png")
     scan.add_argument("--false-alarm-rate", type=float, default=None)
+    scan.add_argument(
+        "--report", help="also write the scan as a report: FILE.pdf, FILE.html or FILE.json"
+    )
     scan.add_argument("--json", action="store_true")
     scan.set_defaults(func=cmd_scan)
 
-    dup = sub.add_parser("duplicates", help="near-duplicate clusters inside an index")
+    dup = sub.add_parser(
+        "duplicates",
+        help="near-duplicate clusters inside an index, or (--against) its images found in "
+        "another index",
+    )
     dup.add_argument("index_dir")
+    dup.add_argument(
+        "--against",
+        metavar="OTHER_INDEX",
+        help="instead of clusters: the images of INDEX_DIR (a test set) that also appear in "
+        "OTHER_INDEX (a training set); both must be made by the same embedder",
+    )
+    dup.add_argument(
+        "--k",
+        type=int,
+        default=DEFAULT_NEIGHBOURS,
+        help="nearest neighbours searched per image (default %(default)s): an image with "
+        "more near-duplicates is linked to this many; raise it for bigger groups",
+    )
     dup.add_argument(
         "--threshold",
         type=float,
