@@ -1,14 +1,25 @@
-"""Near-duplicates inside an index, for dataset curators.
+"""Near-duplicates inside an index, and images of one index found in another, for
+dataset curators.
 
-Pairs above a similarity threshold come from FAISS range search in chunks (memory
-grows with the number of pairs found, never with n squared). Clusters are built around
-the image kept, so that a curator can trust "removable": every image proposed for removal
-is at or above the threshold against the image kept in its cluster. Single links would
-chain (a ~ b ~ c with a and c far apart, 146 emoji down to cosine 0.66 from the kept one
-at 0.85); here the images are visited best first by the keep rule, each one not yet taken
-keeps its near-duplicates that are not yet taken, and images linked only through others
-stay unassigned (counted, never proposed). Each cluster also reports its lowest
-similarity between any two members.
+Pairs come from a kNN graph: every image is searched for its ``k`` nearest others
+(:meth:`ReplicaIndex.search_vectors`, in chunks: memory grows with the pairs kept, never
+with n squared, and a large index's approximate search with exact re-ranking serves it),
+and pairs at or above the threshold are kept. An image with more than ``k`` near-duplicates
+is linked to its ``k`` nearest only (and to the images that have it among theirs): raise
+``k`` (``--k`` on the command line) when a collection holds bigger groups.
+
+Clusters are built around the image kept, so that a curator can trust "removable": every
+image proposed for removal is at or above the threshold against the image kept in its
+cluster. Single links would chain (a ~ b ~ c with a and c far apart, 146 emoji down to
+cosine 0.66 from the kept one at 0.85); here the images are visited best first by the keep
+rule, each one not yet taken keeps its near-duplicates that are not yet taken, and images
+linked only through others stay unassigned (counted, never proposed). Two members of a
+cluster can still be further apart than the threshold (each is near the kept image, not
+necessarily near each other): each cluster reports its lowest cosine between any two
+members (its diameter) and says so (``chained``) when that is below the threshold.
+
+:func:`find_contamination` searches the images of one index (a test set) in another (a
+training set) made by the same embedder.
 """
 
 from __future__ import annotations
@@ -17,13 +28,14 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lib.index import ReplicaIndex
+from lib.index import EmbedderMismatch, ReplicaIndex
 from lib.progress import ProgressCallback, report
 
 DEFAULT_DUPLICATE_THRESHOLD = 0.85
@@ -36,6 +48,8 @@ KEEP_RULES = {
 }
 """Which image of a cluster is kept: rule name -> what it means."""
 DEFAULT_KEEP_RULE = "most-linked"
+DEFAULT_NEIGHBOURS = 16
+"""Neighbours searched per image: an image with more near-duplicates is linked to this many."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +73,12 @@ class DuplicateCluster:
     max_similarity: float
     min_similarity: float
     lowest_pair: float = 1.0
-    """The lowest cosine between any two members (complete-linkage similarity)."""
+    """The lowest cosine between any two members: the cluster's diameter, as a similarity."""
+    lowest_pair_ids: tuple[int, int] = (0, 0)
+    """The ids of the two members at :attr:`lowest_pair`."""
+    chained: bool = False
+    """Two members are below the threshold against each other: they are grouped only
+    because each is at or above it against the kept image (a ~ kept ~ b)."""
 
     @property
     def size(self) -> int:
@@ -72,13 +91,20 @@ class DuplicateReport:
 
     threshold: float
     n_images: int
-    pairs: list[tuple[int, int, float]]
+    pairs: DuplicatePairs
     clusters: list[DuplicateCluster] = field(default_factory=list)
     keep_rule: str = DEFAULT_KEEP_RULE
     n_linked: int = 0
     """Images with at least one near-duplicate (clustered or not)."""
     image_root: str = ""
     """The folder the index's images share (names in exports are relative to it)."""
+    k: int = DEFAULT_NEIGHBOURS
+    """Neighbours searched per image."""
+
+    @property
+    def n_chained(self) -> int:
+        """Clusters with two members below the threshold against each other."""
+        return sum(c.chained for c in self.clusters)
 
     @property
     def n_removable(self) -> int:
@@ -104,22 +130,30 @@ class DuplicateReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
+            "k": self.k,
             "keep_rule": self.keep_rule,
             "n_images": self.n_images,
             "n_pairs": len(self.pairs),
             "n_clusters": len(self.clusters),
             "n_removable": self.n_removable,
             "n_unassigned": self.n_unassigned,
+            "n_chained": self.n_chained,
             "image_root": self.image_root,
             "clusters": [asdict(c) for c in self.clusters],
         }
 
     def csv_text(self) -> str:
         """One row per clustered image: cluster, id, name (relative to the image root), full
-        path, caption, similarity to the kept image, keep."""
+        path, caption, similarity to the kept image, keep, and the cluster's lowest cosine
+        between any two members (its diameter) with whether that is below the threshold."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["cluster", "id", "name", "path", "caption", "similarity_to_kept", "keep"])
+        writer.writerow(
+            [
+                "cluster", "id", "name", "path", "caption", "similarity_to_kept", "keep",
+                "cluster_lowest_pair", "cluster_chained",
+            ]
+        )  # fmt: skip
         for c in self.clusters:
             for m in c.members:
                 writer.writerow(
@@ -131,6 +165,8 @@ class DuplicateReport:
                         m.caption,
                         f"{m.similarity:.6f}",
                         int(m.keep),
+                        f"{c.lowest_pair:.6f}",
+                        int(c.chained),
                     ]
                 )
         return out.getvalue()
@@ -165,27 +201,74 @@ class DuplicateReport:
         Path(path).write_text(self.json_text(), encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class DuplicatePairs:
+    """Near-duplicate pairs as arrays (20 bytes a pair, so millions fit): ``a`` and ``b``
+    (m,) int64 row ids with a < b, ``similarity`` (m,) float32 cosine. Iterates as
+    (row_a, row_b, cosine) tuples."""
+
+    a: np.ndarray
+    b: np.ndarray
+    similarity: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def __iter__(self) -> Iterator[tuple[int, int, float]]:
+        for a, b, s in zip(self.a.tolist(), self.b.tolist(), self.similarity.tolist(), strict=True):
+            yield int(a), int(b), float(s)
+
+    def degree(self, n: int) -> np.ndarray:
+        """(n,) int64: how many pairs each row is in."""
+        return np.bincount(self.a, minlength=n) + np.bincount(self.b, minlength=n)
+
+
+def _empty_pairs() -> DuplicatePairs:
+    return DuplicatePairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def _check_search(threshold: float, k: int) -> None:
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a cosine between -1 and 1, got {threshold}")
+    if k < 1:
+        raise ValueError(f"k (neighbours per image) must be at least 1, got {k}")
+
+
 def duplicate_pairs(
     index: ReplicaIndex,
     threshold: float,
-    chunk: int = 1024,
+    *,
+    k: int = DEFAULT_NEIGHBOURS,
+    chunk: int = 4096,
     progress: ProgressCallback | None = None,
-) -> list[tuple[int, int, float]]:
-    """(row_a, row_b, cosine) for every pair with cosine >= threshold, row_a < row_b."""
+) -> DuplicatePairs:
+    """Every pair with cosine >= ``threshold`` in the kNN graph of the index: each row is
+    searched for its ``k`` nearest others (:meth:`ReplicaIndex.search_vectors`, ``chunk``
+    rows at a time), and a pair is kept when either image is among the other's ``k``
+    nearest. An image with more than ``k`` near-duplicates is linked to its ``k`` nearest
+    (and to those that have it among theirs): raise ``k`` to link them all. Memory: one
+    chunk of results plus the pairs kept."""
+    _check_search(threshold, k)
     n = index.count
-    pairs: list[tuple[int, int, float]] = []
+    found_a, found_b, found_s = [], [], []
+    kept = 0
     for start in range(0, n, chunk):
-        rows = np.arange(start, min(n, start + chunk))
-        queries = index.get_vectors(rows)
-        # FAISS range search keeps results with similarity > radius for inner product
-        lims, sims, ids = index.faiss.range_search(queries, float(threshold) - 1e-6)
-        for q, row in enumerate(rows):
-            for j in range(lims[q], lims[q + 1]):
-                other = int(ids[j])
-                if other > row:
-                    pairs.append((int(row), other, float(sims[j])))
-        report(progress, int(rows[-1]) + 1, n, f"{len(pairs)} pairs")
-    return pairs
+        rows = np.arange(start, min(n, start + chunk), dtype=np.int64)
+        sims, ids = index.search_vectors(index.get_vectors(rows), min(k + 1, n))
+        hit = (sims >= np.float32(threshold)) & (ids >= 0) & (ids != rows[:, None])
+        q, j = np.nonzero(hit)
+        other = ids[q, j]
+        found_a.append(np.minimum(rows[q], other))
+        found_b.append(np.maximum(rows[q], other))
+        found_s.append(sims[q, j].astype(np.float32))
+        kept += len(q)
+        report(progress, int(rows[-1]) + 1, n, f"{kept:,} links")
+    if not found_a:
+        return _empty_pairs()
+    a, b, s = np.concatenate(found_a), np.concatenate(found_b), np.concatenate(found_s)
+    # a pair found from both ends counts once
+    _, first = np.unique(a * max(n, 1) + b, return_index=True)
+    return DuplicatePairs(a[first], b[first], s[first])
 
 
 def _keep_order(rows: np.ndarray, degree: np.ndarray, pixels: np.ndarray, keep: str) -> list[int]:
@@ -199,36 +282,38 @@ def _keep_order(rows: np.ndarray, degree: np.ndarray, pixels: np.ndarray, keep: 
     return [int(r) for r in rows[order]]
 
 
-def _kept_groups(
-    n: int, pairs: list[tuple[int, int, float]], order: list[int]
-) -> list[tuple[int, list[int]]]:
+def _kept_groups(n: int, pairs: DuplicatePairs, order: list[int]) -> list[tuple[int, list[int]]]:
     """(kept row, its rows) per cluster: rows visited in ``order``; each not yet taken keeps
     its near-duplicates not yet taken."""
-    neighbours: dict[int, list[int]] = {}
-    for a, b, _ in pairs:
-        neighbours.setdefault(a, []).append(b)
-        neighbours.setdefault(b, []).append(a)
+    src = np.concatenate([pairs.a, pairs.b])
+    dst = np.concatenate([pairs.b, pairs.a])
+    neighbours = dst[np.argsort(src, kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=n))])
     taken = np.zeros(n, dtype=bool)
     groups = []
     for row in order:
         if taken[row]:
             continue
-        members = [r for r in neighbours.get(row, []) if not taken[r]]
-        if not members:
+        near = neighbours[starts[row] : starts[row + 1]]
+        members = near[~taken[near]]
+        if not members.size:
             continue
         taken[row] = True
         taken[members] = True
-        groups.append((row, [row, *sorted(members)]))
+        groups.append((row, [row, *sorted(int(m) for m in members)]))
     return groups
 
 
-def _lowest_pair(vectors: np.ndarray, chunk: int = 2048) -> float:
-    """The lowest cosine between any two of (m, d) L2-normalised vectors."""
-    lowest = 1.0
+def _lowest_pair(vectors: np.ndarray, chunk: int = 2048) -> tuple[float, int, int]:
+    """The lowest cosine between any two of (m, d) L2-normalised vectors, and where it is
+    (positions i < j)."""
+    lowest, where = 1.0, (0, 0)
     for start in range(0, len(vectors), chunk):
         block = vectors[start : start + chunk] @ vectors.T
-        lowest = min(lowest, float(block.min()))
-    return lowest
+        i, j = np.unravel_index(int(block.argmin()), block.shape)
+        if float(block[i, j]) < lowest:
+            lowest, where = float(block[i, j]), (start + int(i), int(j))
+    return lowest, min(where), max(where)
 
 
 def find_duplicates(
@@ -236,6 +321,7 @@ def find_duplicates(
     threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
     progress: ProgressCallback | None = None,
     keep: str = DEFAULT_KEEP_RULE,
+    k: int = DEFAULT_NEIGHBOURS,
 ) -> DuplicateReport:
     """Cluster the index's near-duplicates around the images kept.
 
@@ -243,33 +329,33 @@ def find_duplicates(
         threshold: raw cosine in -1..1; pairs at or above it are near-duplicates. Every
             image proposed for removal is at or above it against its cluster's kept image.
         keep: which image a cluster keeps, one of :data:`KEEP_RULES`.
+        k: neighbours searched per image (:func:`duplicate_pairs`): an image with more
+            than ``k`` near-duplicates is linked to its ``k`` nearest.
 
     Raises:
-        ValueError: threshold outside -1..1, or an unknown keep rule.
+        ValueError: threshold outside -1..1, k below 1, or an unknown keep rule.
     """
-    if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a cosine between -1 and 1, got {threshold}")
+    _check_search(threshold, k)
     if keep not in KEEP_RULES:
         raise ValueError(f"unknown keep rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
-    pairs = duplicate_pairs(index, threshold, progress=progress)
+    pairs = duplicate_pairs(index, threshold, k=k, progress=progress)
     meta = index.metadata
     n = index.count
-    degree = np.zeros(n, dtype=np.int64)
-    for a, b, _ in pairs:
-        degree[a] += 1
-        degree[b] += 1
+    degree = pairs.degree(n)
     linked = np.flatnonzero(degree)
     pixels = (meta["width"].to_numpy() * meta["height"].to_numpy()).astype(np.int64)
+    ids = meta["id"].to_numpy()
+    paths, captions = meta["path"].to_numpy(), meta["caption"].to_numpy()
     clusters = []
     for keep_row, rows in _kept_groups(n, pairs, _keep_order(linked, degree, pixels, keep)):
         vecs = index.get_vectors(np.array(rows))
         to_kept = vecs @ vecs[0]
         members = [
             DuplicateMember(
-                id=int(meta["id"].iloc[r]),
+                id=int(ids[r]),
                 row=int(r),
-                path=str(meta["path"].iloc[r]),
-                caption=str(meta["caption"].iloc[r] or ""),
+                path=str(paths[r]),
+                caption=str(captions[r] or ""),
                 similarity=float(s),
                 keep=r == keep_row,
             )
@@ -277,7 +363,18 @@ def find_duplicates(
         ]
         members.sort(key=lambda m: (not m.keep, -m.similarity))
         others = [m.similarity for m in members if not m.keep]
-        clusters.append(DuplicateCluster(0, members, max(others), min(others), _lowest_pair(vecs)))
+        lowest, i, j = _lowest_pair(vecs)
+        clusters.append(
+            DuplicateCluster(
+                0,
+                members,
+                max(others),
+                min(others),
+                lowest,
+                lowest_pair_ids=(int(ids[rows[i]]), int(ids[rows[j]])),
+                chained=lowest < threshold - 1e-6,
+            )
+        )
     clusters.sort(key=lambda c: (-c.size, -c.max_similarity, c.members[0].row))
     for i, c in enumerate(clusters, start=1):
         c.cluster = i
@@ -289,7 +386,191 @@ def find_duplicates(
         keep_rule=keep,
         n_linked=len(linked),
         image_root=_image_root(meta["path"].astype(str).tolist()),
+        k=k,
     )
+
+
+EMBEDDER_IDENTITY = ("name", "dim", "preprocessing", "weights")
+"""Manifest embedder fields that must match for two indexes' vectors to be compared."""
+
+
+@dataclass(frozen=True)
+class ContaminationMatch:
+    """An image of the searched index (``row``, ``id``...) found in the other index
+    (``other_*``) at ``cosine`` (-1..1), at or above the threshold."""
+
+    row: int
+    id: int
+    path: str
+    caption: str
+    other_row: int
+    other_id: int
+    other_path: str
+    other_caption: str
+    cosine: float
+
+
+CONTAMINATION_COLUMNS = (
+    "id", "path", "caption", "other_id", "other_path", "other_caption", "cosine",
+)  # fmt: skip
+
+
+@dataclass
+class ContaminationReport:
+    """Images of ``index`` (e.g. a test set) that also appear in ``other`` (a training
+    set): every pair at or above ``threshold`` among each image's ``k`` nearest in
+    ``other``; images ordered by their best cosine, each image's matches best first."""
+
+    index: str
+    other: str
+    threshold: float
+    k: int
+    n_images: int
+    n_other: int
+    matches: list[ContaminationMatch] = field(default_factory=list)
+
+    @property
+    def n_contaminated(self) -> int:
+        """Images of ``index`` with at least one match in ``other``."""
+        return len({m.row for m in self.matches})
+
+    @property
+    def contaminated_share(self) -> float:
+        """Share of ``index`` found in ``other`` (0..1)."""
+        return self.n_contaminated / self.n_images if self.n_images else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "other": self.other,
+            "threshold": self.threshold,
+            "k": self.k,
+            "n_images": self.n_images,
+            "n_other": self.n_other,
+            "n_contaminated": self.n_contaminated,
+            "n_matches": len(self.matches),
+            "matches": [{c: getattr(m, c) for c in CONTAMINATION_COLUMNS} for m in self.matches],
+        }
+
+    def json_text(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def csv_text(self) -> str:
+        """One row per (image, image of the other index) pair: :data:`CONTAMINATION_COLUMNS`."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CONTAMINATION_COLUMNS)
+        for m in self.matches:
+            writer.writerow(
+                [m.id, m.path, m.caption, m.other_id, m.other_path, m.other_caption,
+                 f"{m.cosine:.6f}"]
+            )  # fmt: skip
+        return out.getvalue()
+
+    def write_csv(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(self.csv_text(), encoding="utf-8", newline="")
+
+    def write_json(self, path: str | os.PathLike[str]) -> None:
+        Path(path).write_text(self.json_text(), encoding="utf-8")
+
+
+def check_same_embedder(index: ReplicaIndex, other: ReplicaIndex) -> None:
+    """Refuse two indexes whose vectors were made by different embedders (or preprocessing
+    or weights): their cosines mean nothing to each other.
+
+    Raises:
+        EmbedderMismatch: the manifests' embedder identities differ.
+    """
+    mine = {k: index.manifest.embedder.get(k) for k in EMBEDDER_IDENTITY}
+    theirs = {k: other.manifest.embedder.get(k) for k in EMBEDDER_IDENTITY}
+    if mine != theirs:
+        differ = ", ".join(k for k in EMBEDDER_IDENTITY if mine[k] != theirs[k])
+        raise EmbedderMismatch(
+            f"{index.path} was made with embedder {mine['name']!r} (dim {mine['dim']}) and "
+            f"{other.path} with {theirs['name']!r} (dim {theirs['dim']}); they differ in "
+            f"{differ}, so their similarities cannot be compared: build both with the same "
+            "embedder"
+        )
+
+
+def find_contamination(
+    index: ReplicaIndex,
+    other: ReplicaIndex,
+    threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+    *,
+    k: int = DEFAULT_NEIGHBOURS,
+    chunk: int = 4096,
+    progress: ProgressCallback | None = None,
+) -> ContaminationReport:
+    """Images of ``index`` (a test set) that also appear in ``other`` (a training set).
+
+    Each image of ``index`` is searched in ``other`` for its ``k`` nearest
+    (:meth:`ReplicaIndex.search_vectors`, ``chunk`` images at a time); pairs at or above
+    ``threshold`` (raw cosine, -1..1) are kept. An image with more than ``k`` copies in
+    ``other`` lists its ``k`` nearest. Memory: one chunk of results plus the pairs kept.
+
+    Raises:
+        EmbedderMismatch: the two indexes were made by different embedders.
+        ValueError: threshold outside -1..1, or k below 1.
+    """
+    _check_search(threshold, k)
+    check_same_embedder(index, other)
+    n = index.count
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    hits = 0
+    for start in range(0, n if other.count else 0, chunk):
+        rows = np.arange(start, min(n, start + chunk), dtype=np.int64)
+        sims, ids = other.search_vectors(index.get_vectors(rows), min(k, other.count))
+        q, j = np.nonzero((sims >= np.float32(threshold)) & (ids >= 0))
+        found.append((rows[q], ids[q, j], sims[q, j]))
+        hits += len(set(rows[q].tolist()))
+        report(progress, int(rows[-1]) + 1, n, f"{hits:,} found in the other index")
+    matches = _contamination_matches(index, other, found)
+    return ContaminationReport(
+        index=str(index.path),
+        other=str(other.path),
+        threshold=threshold,
+        k=k,
+        n_images=n,
+        n_other=other.count,
+        matches=matches,
+    )
+
+
+def _contamination_matches(
+    index: ReplicaIndex,
+    other: ReplicaIndex,
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> list[ContaminationMatch]:
+    """The found (rows, other rows, cosines) as matches: images by best cosine (then
+    row), each image's matches best first."""
+    if not found:
+        return []
+    rows = np.concatenate([f[0] for f in found])
+    others = np.concatenate([f[1] for f in found])
+    sims = np.concatenate([f[2] for f in found]).astype(np.float64)
+    best: dict[int, float] = {}
+    for r, s in zip(rows.tolist(), sims.tolist(), strict=True):
+        best[r] = max(best.get(r, -2.0), s)
+    order = sorted(range(len(rows)), key=lambda i: (-best[int(rows[i])], rows[i], -sims[i]))
+    meta, ometa = index.metadata, other.metadata
+    out = []
+    for i in order:
+        r, o = int(rows[i]), int(others[i])
+        out.append(
+            ContaminationMatch(
+                row=r,
+                id=int(meta["id"].iloc[r]),
+                path=str(meta["path"].iloc[r]),
+                caption=str(meta["caption"].iloc[r] or ""),
+                other_row=o,
+                other_id=int(ometa["id"].iloc[o]),
+                other_path=str(ometa["path"].iloc[o]),
+                other_caption=str(ometa["caption"].iloc[o] or ""),
+                cosine=float(sims[i]),
+            )
+        )
+    return out
 
 
 def _image_root(paths: list[str]) -> str:
