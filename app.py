@@ -25,6 +25,7 @@ PAGES = {
         st.Page("pages/search.py", title="Search", icon=":material/image_search:", default=True),
         st.Page("pages/distributions.py", title="Distributions", icon=":material/bar_chart:"),
         st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+        st.Page("pages/case.py", title="Case", icon=":material/folder_open:"),
     ],
     "Explore the training set": [
         st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:"),

@@ -26,6 +26,7 @@ from lib.index import ReplicaIndex
 from lib.replication import ReplicationStats, ScanReport, scan, training_baseline
 from lib.search import QueryResult
 from lib.st_cache import cached_thumbnail
+from pages.case_ui import scan_actions
 from pages.common import (
     GLOSSARY,
     LAST_BATCH_KEY,
@@ -384,3 +385,6 @@ if report is None or baseline is None:
     show_bundled_study()
     st.stop()
 show_report(report, baseline, scan_index, scan_label)
+scan_embedder = embedder_at(scan_index.path)
+if scan_embedder is not None and generated is not None:
+    scan_actions(scan_index, report, generated, reference_text, scan_embedder)

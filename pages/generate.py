@@ -20,6 +20,7 @@ from lib.diffusion.sample import load_model, sample
 from lib.diffusion.study import training_subset_index
 from lib.search import search_files
 from lib.st_cache import cached_thumbnail
+from pages.case_ui import add_files_to_case
 from pages.common import (
     GLOSSARY,
     LAST_BATCH_KEY,
@@ -186,6 +187,8 @@ if st.button(
     on_click=measure_on_distributions,
 ):
     st.switch_page("pages/distributions.py")
+if st.button("Add these generations to the case", key="generate_to_case"):
+    add_files_to_case(index, files, embedder, index.calibration.false_alarm_rate)
 per_row = 4
 copy_at = index.calibration.copy_threshold
 for start in range(0, len(results), per_row):

@@ -26,6 +26,7 @@ from lib.images import (
 from lib.regions import compare_regions, region_heatmap
 from lib.search import QueryResult, ordered_pair, search_images
 from lib.st_cache import cached_thumbnail
+from pages.case_ui import finding_actions
 from pages.common import (
     VERDICT_BADGES,
     current_embedder,
@@ -188,6 +189,17 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
         else:
             card = f"**#{match.rank}** cal **{match.calibrated:+.3f}** · raw {match.score:.3f}"
         col.markdown(f"{card}  \n{match.caption or ''}  \n`{file_label(match.path)}`")
+    finding_actions(
+        index,
+        label,
+        data,
+        match_id=None,
+        top_k=top_k,
+        false_alarm_rate=OPERATING_POINTS[operating_point],
+        regions=regions,
+        embedder=embedder,
+        where="search",
+    )
 
 
 for (label, data), result in zip(queries, results, strict=True):
@@ -250,6 +262,18 @@ if good:
                 caption="absolute difference, contrast-stretched: black = identical",
             )
         st.caption(f"raw cosine {match.score:.3f}, calibrated {match.calibrated:+.3f}")
+        st.caption("A report of this pair, or this pair added to the case:")
+        finding_actions(
+            index,
+            label,
+            data,
+            match_id=match.id,
+            top_k=top_k,
+            false_alarm_rate=OPERATING_POINTS[operating_point],
+            regions=regions,
+            embedder=embedder,
+            where="pair",
+        )
 
 
 def results_csv(results: list[QueryResult]) -> str:
