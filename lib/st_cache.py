@@ -12,7 +12,14 @@ import streamlit as st
 from PIL import Image
 
 from lib.compare import fit_height
-from lib.duplicates import DEFAULT_KEEP_RULE, DuplicateReport, find_duplicates
+from lib.duplicates import (
+    DEFAULT_KEEP_RULE,
+    DEFAULT_NEIGHBOURS,
+    ContaminationReport,
+    DuplicateReport,
+    find_contamination,
+    find_duplicates,
+)
 from lib.embedders import Embedder
 from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex, open_index
@@ -81,8 +88,28 @@ def cached_map_points(
 
 @st.cache_data(show_spinner="Finding near-duplicates…", max_entries=16)
 def cached_duplicates(
-    path: str, mtime: float, threshold: float, keep: str = DEFAULT_KEEP_RULE
+    path: str,
+    mtime: float,
+    threshold: float,
+    keep: str = DEFAULT_KEEP_RULE,
+    k: int = DEFAULT_NEIGHBOURS,
 ) -> DuplicateReport:
-    """Near-duplicate clusters of an index at a cosine threshold and keep rule, computed once
-    per combination."""
-    return find_duplicates(cached_index(path, mtime), threshold, keep=keep)
+    """Near-duplicate clusters of an index at a cosine threshold, keep rule and neighbours
+    per image, computed once per combination."""
+    return find_duplicates(cached_index(path, mtime), threshold, keep=keep, k=k)
+
+
+@st.cache_data(show_spinner="Searching this index's images in the other index…", max_entries=8)
+def cached_contamination(
+    path: str,
+    mtime: float,
+    other: str,
+    other_mtime: float,
+    threshold: float,
+    k: int = DEFAULT_NEIGHBOURS,
+) -> ContaminationReport:
+    """The images of the index at ``path`` found in the index at ``other``
+    (:func:`lib.duplicates.find_contamination`), computed once per combination."""
+    return find_contamination(
+        cached_index(path, mtime), cached_index(other, other_mtime), threshold, k=k
+    )

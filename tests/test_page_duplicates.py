@@ -1,5 +1,7 @@
 """Duplicates page (AppTest): planted near-duplicate groups appear as clusters with the kept
-image marked, counts and exports match, the threshold and 'show more' work."""
+image marked, counts and exports match, the threshold and the paging work; the check against
+another index finds planted test images in a training index, with a CSV, and refuses an
+index made by another embedder."""
 
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def test_planted_clusters_counts_and_kept_images(planted: Path) -> None:
     assert len(scores) == 3 and min(scores) >= 0.9
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Files to remove (3) · CSV", "All clusters · CSV", "All clusters · JSON"]
-    assert not [b for b in at.button if b.key == "dup_more"]
+    assert not [b for b in at.button if b.key in ("dup_next", "dup_prev")]
 
 
 def test_removal_csv_lists_every_image_but_the_kept_ones(planted: Path, tmp_path: Path) -> None:
@@ -89,7 +91,11 @@ def test_strict_threshold_finds_nothing(planted: Path) -> None:
     assert not at.image and not at.get("download_button")
 
 
-def test_show_more_pages_through_many_clusters(tmp_path: Path) -> None:
+def headings(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if m.value.startswith("**Cluster")]
+
+
+def test_clusters_are_paged_twenty_at_a_time(tmp_path: Path) -> None:
     folder = tmp_path / "train"
     for path in write_scenes(folder, range(34)):
         Image.eval(Image.open(path), lambda v: min(255, v + 12)).save(
@@ -99,16 +105,19 @@ def test_show_more_pages_through_many_clusters(tmp_path: Path) -> None:
     at = page(index_path)
     at.slider(key="dup_threshold").set_value(0.9).run()
     assert {m.label: m.value for m in at.metric}["Clusters"] == "34"
-    assert len([m for m in at.markdown if m.value.startswith("**Cluster")]) == 30
-    more = [b for b in at.button if b.key == "dup_more"]
-    assert len(more) == 1 and "4 remaining" in more[0].label
-    more[0].click().run()
+    assert len(headings(at)) == 20 and headings(at)[0].startswith("**Cluster 1**")
+    assert any("Clusters 1–20 of 34" in c.value for c in at.caption)
+    at.button(key="dup_next").click().run()
     assert not at.exception
-    assert len([m for m in at.markdown if m.value.startswith("**Cluster")]) == 34
-    assert not [b for b in at.button if b.key == "dup_more"]
+    assert len(headings(at)) == 14 and headings(at)[0].startswith("**Cluster 21**")
+    assert at.button(key="dup_next").disabled and not at.button(key="dup_prev").disabled
+    at.button(key="dup_prev").click().run()
+    assert headings(at)[0].startswith("**Cluster 1**")
+    at.number_input(key="dup_page").set_value(2).run()
+    assert headings(at)[0].startswith("**Cluster 21**")
     # a new threshold starts again from the first page
     at.slider(key="dup_threshold").set_value(0.88).run()
-    assert len([m for m in at.markdown if m.value.startswith("**Cluster")]) == 30
+    assert headings(at)[0].startswith("**Cluster 1**") and len(headings(at)) == 20
     # half of the set would go: the curator is warned
     assert "This would remove 34 of 68 images (50%)" in at.warning[0].value
     assert "Raise the threshold" in at.warning[0].value
@@ -127,3 +136,65 @@ def test_the_curator_picks_which_image_is_kept(planted: Path) -> None:
     assert len(kept) == 2 and all(n in c for n, c in zip(first, kept, strict=True))
     labels = [b.label for b in at.get("download_button")]
     assert labels[0] == "Files to remove (3) · CSV"
+
+
+@pytest.fixture(scope="module")
+def two_indexes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index root with 'train' (30 scenes), 'test' (12 other scenes, a brightened copy of
+    training scene 3 and a cropped copy of scene 7) and 'pixels' (made by another embedder)."""
+    root = tmp_path_factory.mktemp("dup_against")
+    write_scenes(root / "train_images", range(30))
+    write_scenes(root / "test_images", range(200, 212))
+    Image.eval(scene(3), lambda v: min(255, v + 12)).save(root / "test_images" / "leak_3.png")
+    scene(7).crop((4, 3, 156, 117)).resize((160, 120)).save(root / "test_images" / "leak_7.png")
+    for name, images, embedder in (
+        ("train", "train_images", "sscd-distilled"),
+        ("test", "test_images", "sscd-distilled"),
+        ("pixels", "train_images", "pixels"),
+    ):
+        build_index(root / images, root / "indexes" / name, embedder=embedder)
+    return root
+
+
+def against_page(root: Path, monkeypatch: pytest.MonkeyPatch, other: str) -> AppTest:
+    config = root / "replica.toml"
+    config.write_text(f'index_root = "{root / "indexes"}"\n')
+    monkeypatch.setenv("REPLICA_CONFIG", str(config))
+    at = page(root / "indexes" / "test")
+    at.radio(key="dup_mode").set_value("This index's images in another index").run()
+    assert not at.exception
+    assert sorted(Path(o).name for o in at.selectbox(key="dup_other").options) == [
+        "pixels", "train",
+    ]  # fmt: skip
+    other_path = next(o for o in at.selectbox(key="dup_other").options if o.endswith(other))
+    at.selectbox(key="dup_other").set_value(other_path).run()
+    return at
+
+
+def test_test_images_found_in_the_training_index(
+    two_indexes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = against_page(two_indexes, monkeypatch, "train")
+    at.slider(key="dup_against_threshold").set_value(0.9).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images of test found"] == "2" and metrics["Pairs above threshold"] == "2"
+    assert metrics["Share"] == "14.3%"
+    (table,) = at.dataframe
+    assert sorted(table.value["in train"]) == ["img_0003.png", "img_0007.png"]
+    (button,) = at.get("download_button")
+    assert "Images found in train (2 pairs) · CSV" in button.label
+    captions = [c for image in at.image for c in image.captions]
+    assert len(captions) == 4 and any("leak_3.png" in c for c in captions)
+    # a strict threshold finds nothing, and says so
+    at.slider(key="dup_against_threshold").set_value(1.0).run()
+    assert "None of the 14 images of test is in train" in at.success[0].value
+
+
+def test_an_index_of_another_embedder_is_refused(
+    two_indexes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = against_page(two_indexes, monkeypatch, "pixels")
+    assert not at.exception
+    assert "cannot be compared" in at.error[0].value and "'pixels'" in at.error[0].value
+    assert not at.get("download_button")
