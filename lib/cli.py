@@ -85,6 +85,12 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             progress=progress,
             wait=not args.no_wait,
             on_wait=_waiting,
+            resume=args.resume,
+            engine=args.engine,
+            address=args.address,
+            workers=args.workers,
+            memory=args.memory,
+            segment_files=args.segment_size,
         )
     _print_skipped(result.skipped)
     print(result.summary())
@@ -102,6 +108,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
             progress=progress,
             wait=not args.no_wait,
             on_wait=_waiting,
+            segment_files=args.segment_size,
         )
     _print_skipped(result.skipped)
     print(result.summary())
@@ -120,9 +127,52 @@ def cmd_index_import(args: argparse.Namespace) -> int:
             progress=progress,
             wait=not args.no_wait,
             on_wait=_waiting,
+            memory=args.memory,
         )
     _print_skipped(result.skipped)
     print(result.summary())
+    return EXIT_OK
+
+
+def cmd_index_compact(args: argparse.Namespace) -> int:
+    from lib.index import compact_index
+
+    with _progress(args, "compacting") as progress:
+        index = compact_index(
+            args.index_dir,
+            memory=args.memory,
+            progress=progress,
+            wait=not args.no_wait,
+            on_wait=_waiting,
+        )
+    m = index.manifest
+    search = f"approximate ({m.faiss_type}, re-ranked exactly)" if m.ann else "exact"
+    print(
+        f"compacted {index.path.name}: {index.count:,} images in {len(m.segments)} "
+        f"segment(s); search is {search}"
+    )
+    return EXIT_OK
+
+
+def cmd_index_upgrade(args: argparse.Namespace) -> int:
+    from lib.index import open_index, upgrade_index
+
+    before = open_index(args.index_dir).manifest.format
+    with _progress(args, "upgrading") as progress:
+        index = upgrade_index(
+            args.index_dir,
+            memory=args.memory,
+            progress=progress,
+            wait=not args.no_wait,
+            on_wait=_waiting,
+        )
+    if before == index.manifest.format:
+        print(f"{index.path.name} is already in format {before}; nothing to do")
+    else:
+        print(
+            f"upgraded {index.path.name} from format {before} to {index.manifest.format} "
+            f"({index.count:,} images, calibration kept)"
+        )
     return EXIT_OK
 
 
@@ -135,6 +185,9 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         "dim": m.dim,
         "metric": m.metric,
         "faiss_type": m.faiss_type,
+        "format": m.format,
+        "segments": len(m.segments),
+        "search": "approximate, re-ranked exactly" if m.ann else "exact",
         "count": index.count,
         "created": m.created,
         "updated": m.updated,
@@ -155,6 +208,11 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     print(f"index      {index.path}")
     print(f"embedder   {m.embedder_name} (dim {m.dim}, {m.metric}, {m.faiss_type})")
     print(f"images     {index.count}   skipped at build: {len(m.skipped)}")
+    layout = (
+        f"{len(m.segments)} segment(s)" if m.format >= 2 else "one file (upgrade: index upgrade)"
+    )
+    search = f"approximate ({m.faiss_type}), re-ranked exactly" if m.ann else "exact"
+    print(f"format     {m.format}, {layout}; search {search}")
     print(f"created    {m.created}   updated: {m.updated}")
     print(f"sources    {', '.join(m.sources)}")
     print(
@@ -459,12 +517,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--weights", help="local weights file for timm:<model> embedders")
     build.add_argument("--batch-size", type=int, default=32)
+    build.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted build of the same folder from its last saved segment",
+    )
+    build.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="embed here (local) or with Ray Data actors (ray)",
+    )
+    build.add_argument(
+        "--address", help="Ray cluster to join: auto or HOST:PORT (default: a local Ray)"
+    )
+    build.add_argument("--workers", type=int, help="Ray actors (default: one per CPU)")
+    _add_memory(build)
+    _add_segment_size(build)
     _add_no_wait(build)
     build.set_defaults(func=cmd_index_build)
     add = isub.add_parser("add", help="add new images to an index (same files are skipped)")
     add.add_argument("index_dir")
     add.add_argument("images_dir")
     add.add_argument("--batch-size", type=int, default=32)
+    _add_segment_size(add)
     _add_no_wait(add)
     add.set_defaults(func=cmd_index_add)
     imp = isub.add_parser(
@@ -481,8 +557,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the model that made the vectors: one of {', '.join(available_embedders())}",
     )
     imp.add_argument("--weights", help="local weights file for timm:<model> embedders")
+    _add_memory(imp)
     _add_no_wait(imp)
     imp.set_defaults(func=cmd_index_import)
+    compact = isub.add_parser(
+        "compact",
+        help="merge small segments and bring every image into the approximate index",
+    )
+    compact.add_argument("index_dir")
+    compact.add_argument(
+        "--memory", help="RAM budget of a new approximate index, e.g. 4GB (default: as built)"
+    )
+    _add_no_wait(compact)
+    compact.set_defaults(func=cmd_index_compact)
+    upgrade = isub.add_parser("upgrade", help="convert an index of format 1 to format 2")
+    upgrade.add_argument("index_dir")
+    _add_memory(upgrade)
+    _add_no_wait(upgrade)
+    upgrade.set_defaults(func=cmd_index_upgrade)
     info = isub.add_parser("info", help="show an index's manifest")
     info.add_argument("index_dir")
     info.add_argument("--json", action="store_true")
@@ -573,6 +665,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_memory(parser: argparse.ArgumentParser) -> None:
+    from lib.index.ann import DEFAULT_MEMORY, EXACT_LIMIT
+
+    parser.add_argument(
+        "--memory",
+        default=DEFAULT_MEMORY,
+        help=f"RAM budget of the approximate index used above {EXACT_LIMIT:,} images, "
+        f"e.g. 4GB or 512MB (default {DEFAULT_MEMORY})",
+    )
+
+
+def _add_segment_size(parser: argparse.ArgumentParser) -> None:
+    from lib.index.builder import SEGMENT_FILES
+
+    parser.add_argument(
+        "--segment-size",
+        type=int,
+        default=SEGMENT_FILES,
+        metavar="N",
+        help=f"images embedded and saved together (default {SEGMENT_FILES}); a kill loses "
+        "at most one segment's work",
+    )
+
+
 def _add_no_wait(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--no-wait",
@@ -596,10 +712,12 @@ def _add_extensions(sub: Any) -> None:
 def _usage_errors() -> tuple[type[BaseException], ...]:
     from lib.embedders import EmbedderUnavailable
     from lib.index import EmbedderMismatch, IndexNotFound
+    from lib.index.ann import MemoryBudgetError
     from lib.index.importer import EmbeddingsError
 
     return (
         EmbeddingsError,
+        MemoryBudgetError,
         UsageError,
         FileNotFoundError,
         NotADirectoryError,
@@ -633,7 +751,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+        print(
+            "interrupted; every index is as it was at its last commit (an interrupted "
+            "`index build` continues with --resume)",
+            file=sys.stderr,
+        )
         return 130
     except (OSError, RuntimeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

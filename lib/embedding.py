@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ class EmbeddedFiles:
 
 
 def _load_and_prepare(
-    path: Path, embedder: Embedder, max_pixels: int, skip_sha256: frozenset[str]
+    path: Path, embedder: Embedder, max_pixels: int, skip_sha256: AbstractSet[str]
 ) -> tuple[FileRecord, np.ndarray | None]:
     loaded = load_image(path, max_pixels=max_pixels, draft_short_side=embedder.draft_short_side)
     record = FileRecord(
@@ -73,7 +74,7 @@ def embed_files(
     batch_size: int = 32,
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    skip_sha256: frozenset[str] = frozenset(),
+    skip_sha256: AbstractSet[str] = frozenset(),
     dedupe: bool = True,
     progress: ProgressCallback | None = None,
 ) -> EmbeddedFiles:

@@ -46,7 +46,7 @@ def images(tmp_path: Path) -> Path:
     return folder
 
 
-def test_build_writes_faiss_metadata_and_manifest(images: Path, tmp_path: Path) -> None:
+def test_build_writes_segments_and_manifest(images: Path, tmp_path: Path) -> None:
     report = build_index(images, tmp_path / "idx", embedder="pixels")
     assert report.added == 8
     reasons = {Path(s.path).name: s.reason for s in report.skipped}
@@ -56,16 +56,19 @@ def test_build_writes_faiss_metadata_and_manifest(images: Path, tmp_path: Path) 
     assert "same sha256" in reasons["sub_copy_of_1.png"]
 
     index = open_index(tmp_path / "idx")
-    assert sorted(p.name for p in index.path.iterdir()) == [
-        "index.faiss",
-        "manifest.json",
-        "metadata.parquet",
-    ]
-    meta = pd.read_parquet(index.path / "metadata.parquet")
+    assert sorted(p.name for p in index.path.iterdir()) == ["manifest.json", "segments"]
+    manifest = json.loads((index.path / "manifest.json").read_text())
+    assert manifest["format"] == 2 and manifest["build"] is None and manifest["ann"] is None
+    [segment] = manifest["segments"]
+    assert segment["rows"] == 8
+    folder = index.path / "segments" / segment["name"]
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.parquet", "vectors.npy"]
+    assert np.load(folder / "vectors.npy").shape == (8, 3072)
+    assert not list(tmp_path.glob(".idx.*")), "the staging folder is gone"
+    meta = pd.read_parquet(folder / "metadata.parquet")
     assert list(meta.columns) == ["id", "path", "sha256", "width", "height", "caption", "source"]
     assert meta["id"].tolist() == list(range(8))
     assert (meta["width"] == 160).all() and (meta["height"] == 120).all()
-    manifest = json.loads((index.path / "manifest.json").read_text())
     assert manifest["embedder"]["name"] == "pixels"
     assert manifest["dim"] == 3072 and manifest["count"] == 8
     assert manifest["metric"] == "inner_product"
@@ -130,7 +133,7 @@ def test_full_disk_during_write_keeps_the_old_index(
     images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build_index(images, tmp_path / "idx", embedder="pixels")
-    before = (tmp_path / "idx" / "metadata.parquet").read_bytes()
+    before = (tmp_path / "idx" / "manifest.json").read_bytes()
 
     def disk_full(self: pd.DataFrame, *args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -141,9 +144,10 @@ def test_full_disk_during_write_keeps_the_old_index(
     with pytest.raises(IndexWriteError, match="No space left"):
         add_to_index(tmp_path / "idx", more)
     monkeypatch.undo()
-    assert (tmp_path / "idx" / "metadata.parquet").read_bytes() == before
+    assert (tmp_path / "idx" / "manifest.json").read_bytes() == before
     assert open_index(tmp_path / "idx").count == 8
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert len(list((tmp_path / "idx" / "segments").iterdir())) == 1, "no half-written segment"
 
 
 def test_killed_build_leaves_the_previous_index_intact(tmp_path: Path) -> None:

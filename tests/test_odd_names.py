@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from lib.duplicates import find_duplicates
 from lib.images import display_path
 from lib.index import add_to_index, build_index, open_index
 from lib.search import search_files
+from tests.index_files import stored_metadata
 from tests.synthetic import scene, write_scenes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_build_indexes_the_odd_file_and_keeps_its_bytes(folder: Path, tmp_path: 
     assert index.metadata["path"][row] == f"{folder}/caf\\xe9.png"
     assert os.fsencode(index.file_path(row)) == os.path.join(os.fsencode(folder), ODD)
     assert Path(index.file_path(row)).read_bytes()[:4] == b"\x89PNG"
-    stored = pd.read_parquet(index.path / "metadata.parquet")
+    stored = stored_metadata(index.path)
     assert stored["path_bytes"][row] == os.path.join(os.fsencode(folder), ODD)
     assert stored["path_bytes"].isna().sum() == 6
     assert list(index.metadata.columns) == [
@@ -144,7 +144,7 @@ def test_cli_build_info_and_search_by_the_odd_path(folder: Path, tmp_path: Path)
 def test_an_index_written_before_path_bytes_still_opens(folder: Path, tmp_path: Path) -> None:
     write_scenes(tmp_path / "plain", range(10, 14))
     build_index(tmp_path / "plain", tmp_path / "idx", embedder="pixels")
-    stored = pd.read_parquet(tmp_path / "idx" / "metadata.parquet")
+    stored = stored_metadata(tmp_path / "idx")
     assert "path_bytes" not in stored.columns  # as every index written before it existed
     index = open_index(tmp_path / "idx")
     assert index.raw_paths == {} and index.file_paths() == index.metadata["path"].tolist()

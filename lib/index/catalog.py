@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.index.store import MANIFEST_FILE, IndexManifest
+from lib.index.manifest import MANIFEST_FILE, IndexManifest
 
 INDEX_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """A new index's folder name: letters, digits, ``-`` and ``_``; 1 to 64 characters."""

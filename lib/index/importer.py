@@ -1,4 +1,4 @@
-"""Import embeddings computed elsewhere into a Replica index (index format 1).
+"""Import embeddings computed elsewhere into a Replica index.
 
 Two layouts are read (:func:`find_shards`):
 
@@ -20,8 +20,10 @@ L2-normalised; those that were not unit-norm are counted in a warning. Rows of N
 infinite values and zero vectors are skipped with their reason, as unreadable images are
 in a build. Image files are not read: ``sha256``, ``width`` and ``height`` stay empty, and
 a row whose file is absent still searches (the app shows its caption or URL instead of a
-thumbnail). The index is written through the same writer lock, calibration and atomic
-swap as a build.
+thumbnail). The index is written through the same writer lock, segments, calibration,
+approximate index and final rename as a build; memory stays flat (one segment of
+:data:`SEGMENT_ROWS` vectors at a time). Vectors are kept at the precision they came in
+(float16 shards give float16 segments, half the disk).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,19 +42,22 @@ import pandas as pd
 
 from lib.embedders import Embedder
 from lib.images import SkippedFile, display_path
-from lib.index.errors import IndexError_, NoImagesError
-from lib.index.store import (
-    METADATA_COLUMNS,
-    URL_COLUMN,
-    BuildReport,
+from lib.index.ann import DEFAULT_MEMORY
+from lib.index.builder import (
     _check_build_target,
+    _finish,
+    _make_folder,
     _new_manifest,
     _resolve_embedder,
-    _restore_old,
+    _swap_into_place,
     _wait_notice,
-    _write,
-    writer_lock,
+    staging_path,
 )
+from lib.index.errors import IndexError_, NoImagesError
+from lib.index.lock import writer_lock
+from lib.index.manifest import IndexManifest, commit_manifest
+from lib.index.segments import write_segment
+from lib.index.store import METADATA_COLUMNS, URL_COLUMN, BuildReport, _load, _restore_old
 from lib.progress import ProgressCallback, report
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,8 @@ UNIT_TOLERANCE = 1e-2
 """A vector whose L2 norm is further than this from 1 counts as not unit-norm."""
 CHUNK_ROWS = 16384
 """Vectors normalised at a time within a shard (bounds the temporary memory)."""
+SEGMENT_ROWS = 262_144
+"""Vectors per segment written by an import."""
 
 
 class EmbeddingsError(IndexError_):
@@ -231,6 +239,7 @@ def import_embeddings(
     progress: ProgressCallback | None = None,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
+    memory: str | int = DEFAULT_MEMORY,
 ) -> ImportReport:
     """Write a new index at ``out`` from precomputed embeddings, atomically.
 
@@ -246,6 +255,7 @@ def import_embeddings(
         source: a label stored per row (default: the embeddings path).
         progress: called as (vectors read, total) per shard, then over calibration.
         wait, on_wait: as in :func:`lib.index.build_index` (the writer lock).
+        memory: RAM budget of the approximate index (large imports, :mod:`lib.index.ann`).
 
     Returns:
         An :class:`ImportReport`; the index holds the (n, d) float32 unit vectors of the
@@ -276,64 +286,59 @@ def import_embeddings(
     with writer_lock(dest, wait=wait, on_wait=_wait_notice(on_wait, progress)):
         _restore_old(dest)
         _check_build_target(dest, overwrite)
-        faiss_index, metadata, skipped, normalised = _read_shards(
-            shards, model.dim, label, progress
-        )
-        if not len(metadata):
-            raise NoImagesError(
-                f"none of the {sum(s.rows for s in shards)} vector(s) in {label} is usable",
-                skipped,
-            )
-        if normalised:
-            log.warning(
-                "%d of %d vector(s) in %s were not unit-norm (L2 norm off by more than "
-                "%g); they were normalised",
-                normalised,
-                len(metadata),
-                label,
-                UNIT_TOLERANCE,
-            )
-        manifest = _new_manifest(model, len(metadata), skipped, label)
-        vectors = _stored_vectors(faiss_index)
-        index = _write(dest, vectors, metadata, manifest, progress, prebuilt=faiss_index)
+        stage = staging_path(dest)
+        shutil.rmtree(stage, ignore_errors=True)
+        _make_folder(stage)
+        try:
+            manifest = _new_manifest(model, 0, [], label)
+            skipped, normalised = _write_shards(stage, manifest, shards, label, progress)
+            if not manifest.count:
+                raise NoImagesError(
+                    f"none of the {sum(s.rows for s in shards)} vector(s) in {label} is usable",
+                    skipped,
+                )
+            if normalised:
+                log.warning(
+                    "%d of %d vector(s) in %s were not unit-norm (L2 norm off by more than "
+                    "%g); they were normalised",
+                    normalised,
+                    manifest.count,
+                    label,
+                    UNIT_TOLERANCE,
+                )
+            _finish(stage, manifest, memory=memory, progress=progress)
+            _swap_into_place(stage, dest)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
     return ImportReport(
-        index=index,
-        added=len(metadata),
+        index=_load(dest),
+        added=manifest.count,
         skipped=skipped,
         shards=len(shards),
         normalised=normalised,
     )
 
 
-def _stored_vectors(faiss_index: Any) -> np.ndarray:
-    """The vectors held by an ``IndexFlatIP``, (ntotal, d) float32, without a copy
-    (valid while the index lives and grows no further)."""
-    import faiss
-
-    n, d = int(faiss_index.ntotal), int(faiss_index.d)
-    return faiss.rev_swig_ptr(faiss_index.get_xb(), n * d).reshape(n, d)
-
-
-def _read_shards(
+def _write_shards(
+    root: Path,
+    manifest: IndexManifest,
     shards: list[EmbeddingShard],
-    dim: int,
     source: str,
     progress: ProgressCallback | None,
-) -> tuple[Any, pd.DataFrame, list[SkippedFile], int]:
-    """Read every shard into a new ``IndexFlatIP`` (unit vectors of the usable rows) and
-    their metadata rows; returns (index, metadata, skipped rows, vectors normalised)."""
-    import faiss
-
-    faiss_index = faiss.IndexFlatIP(dim)
+) -> tuple[list[SkippedFile], int]:
+    """Write the unit vectors of every shard's usable rows as segments of ``root``
+    (committing ``manifest`` after each); returns (rows skipped, vectors normalised)."""
     total = sum(s.rows for s in shards)
-    frames: list[pd.DataFrame] = []
     skipped: list[SkippedFile] = []
     normalised = done = 0
+    buffer = _SegmentBuffer(root, manifest, source)
     report(progress, 0, total, "importing vectors")
     for shard in shards:
         rows = _shard_metadata(shard)
         vectors = np.load(shard.vectors, mmap_mode="r")
-        keep = np.zeros(shard.rows, dtype=bool)
+        if vectors.dtype != np.float16:
+            buffer.dtype = "float32"  # float16 segments only when every shard is float16
         for start in range(0, shard.rows, CHUNK_ROWS):
             block = np.array(vectors[start : start + CHUNK_ROWS], dtype=np.float64)  # a copy
             finite = np.asarray(np.isfinite(block).all(axis=1))
@@ -341,25 +346,59 @@ def _read_shards(
             norms = np.sqrt(np.einsum("ij,ij->i", block, block))
             usable = finite & (norms > 1e-12)
             normalised += int(np.count_nonzero(usable & (np.abs(norms - 1.0) > UNIT_TOLERANCE)))
-            keep[start : start + len(block)] = usable
-            faiss_index.add((block[usable] / norms[usable, None]).astype(np.float32))
+            buffer.add(
+                (block[usable] / norms[usable, None]).astype(np.float32),
+                rows.iloc[start : start + len(block)][usable],
+            )
             for j in np.flatnonzero(~usable):
                 reason = "vector has NaN or infinite values" if not finite[j] else "zero vector"
                 path = str(rows["path"].iloc[start + j])
                 skipped.append(SkippedFile(path, f"{reason} ({shard.name} row {start + j})"))
             done += len(block)
             report(progress, done, total, f"importing {shard.name}")
-        frames.append(rows[keep])
-    metadata = pd.concat(frames, ignore_index=True)
-    metadata.insert(0, "id", np.arange(len(metadata), dtype=np.int64))
-    metadata["sha256"] = ""
-    metadata["width"] = np.zeros(len(metadata), dtype=np.int64)
-    metadata["height"] = np.zeros(len(metadata), dtype=np.int64)
-    metadata["source"] = source
-    columns = list(METADATA_COLUMNS)
-    if URL_COLUMN in metadata.columns and metadata[URL_COLUMN].notna().any():
-        columns.append(URL_COLUMN)
-    return faiss_index, metadata[columns], skipped, normalised
+    manifest.skipped = [s.to_dict() for s in skipped]
+    buffer.flush()
+    return skipped, normalised
+
+
+class _SegmentBuffer:
+    """Collects imported rows and writes them as segments of :data:`SEGMENT_ROWS`."""
+
+    def __init__(self, root: Path, manifest: IndexManifest, source: str):
+        self.root, self.manifest, self.source = root, manifest, source
+        self.vectors: list[np.ndarray] = []
+        self.frames: list[pd.DataFrame] = []
+        self.rows = 0
+        self.dtype = "float16"
+
+    def add(self, vectors: np.ndarray, frame: pd.DataFrame) -> None:
+        self.vectors.append(vectors)
+        self.frames.append(frame)
+        self.rows += len(vectors)
+        if self.rows >= SEGMENT_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            commit_manifest(self.root, self.manifest)
+            return
+        metadata = pd.concat(self.frames, ignore_index=True)
+        first = self.manifest.count
+        metadata.insert(0, "id", np.arange(first, first + len(metadata), dtype=np.int64))
+        metadata["sha256"] = ""
+        metadata["width"] = np.zeros(len(metadata), dtype=np.int64)
+        metadata["height"] = np.zeros(len(metadata), dtype=np.int64)
+        metadata["source"] = self.source
+        columns = list(METADATA_COLUMNS)
+        if URL_COLUMN in metadata.columns and metadata[URL_COLUMN].notna().any():
+            columns.append(URL_COLUMN)
+        info = write_segment(
+            self.root, np.concatenate(self.vectors), metadata[columns], dtype=self.dtype
+        )
+        self.manifest.segments = [*self.manifest.segments, info.to_dict()]
+        self.manifest.count += info.rows
+        commit_manifest(self.root, self.manifest)
+        self.vectors, self.frames, self.rows = [], [], 0
 
 
 def _shard_metadata(shard: EmbeddingShard) -> pd.DataFrame:

