@@ -33,7 +33,7 @@ def open_by_name() -> None:
         help="Cases are private to whoever knows their name: give it to a colleague to share.",
     )
     right.write("")
-    if right.button("Open", key="case_open"):
+    if right.button("Open this case", key="case_open"):
         try:
             name = check_name(typed)
         except CaseError as exc:

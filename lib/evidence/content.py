@@ -13,7 +13,16 @@ Rows = list[tuple[str, str]]
 def _percentile(value: float | None) -> str:
     if value is None:
         return "not measured (the index is too small to calibrate)"
-    return f"{value:.1f}% of unrelated images of this collection score lower"
+    return f"{value:.1f}% of unrelated images of this collection have weaker evidence of copying"
+
+
+def summary_line(finding: Finding) -> str:
+    """The verdict and why, in one paragraph, for the top of a finding."""
+    m = finding.match
+    return (
+        f"Verdict: {verdict_words(m.verdict)}. {finding.result.get('explanation', '')} "
+        f"Raw cosine {m.score:.3f} (the paper's measure), calibrated score {m.calibrated:+.3f}."
+    )
 
 
 def score_rows(finding: Finding) -> Rows:

@@ -94,12 +94,16 @@ class MatchRecord:
 
 @dataclass(frozen=True)
 class NullSummary:
-    """The index's null (its own images searched as unrelated queries) as a histogram of
-    calibrated scores: ``edges`` (bins + 1) and ``counts`` (bins), ``size`` images."""
+    """The index's null (its own images searched as unrelated queries) as histograms: of
+    calibrated scores, ``edges`` (bins + 1) and ``counts`` (bins), ``size`` images; of pixel
+    alignments, ``alignment_edges`` and ``alignment_counts`` (empty when not measured)."""
 
     edges: list[float]
     counts: list[int]
     size: int
+    alignment_edges: list[float] = field(default_factory=list)
+    """The same for the null's pixel alignments (-1..1), when the index measured them."""
+    alignment_counts: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -293,7 +297,17 @@ def null_summary(calibration: Calibration, bins: int = NULL_BINS) -> NullSummary
     if scores.size == 0:
         return NullSummary(edges=[], counts=[], size=0)
     counts, edges = np.histogram(scores, bins=bins)
-    return NullSummary([float(e) for e in edges], [int(c) for c in counts], int(scores.size))
+    summary = NullSummary([float(e) for e in edges], [int(c) for c in counts], int(scores.size))
+    aligned = np.asarray(calibration.alignment_null, dtype=np.float64)
+    aligned = aligned[np.isfinite(aligned)]
+    if aligned.size:
+        a_counts, a_edges = np.histogram(aligned, bins=bins)
+        summary = replace(
+            summary,
+            alignment_edges=[float(e) for e in a_edges],
+            alignment_counts=[int(c) for c in a_counts],
+        )
+    return summary
 
 
 def make_finding(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import TYPE_CHECKING
+import itertools
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
@@ -65,29 +66,63 @@ def strip(images: list[Image.Image], height: int = STRIP_HEIGHT, gap: int = 8) -
     return out
 
 
+def _panel(
+    ax: Any,
+    edges: list[float],
+    counts: list[int],
+    value: float | None,
+    threshold: float | None,
+    xlabel: str,
+) -> None:
+    if counts:
+        widths = [b - a for a, b in itertools.pairwise(edges)]
+        ax.bar(edges[:-1], counts, width=widths, align="edge", color="#9aa5b1")
+    if threshold is not None and threshold <= 1.0:
+        ax.axvline(threshold, color="#444444", linestyle="--", linewidth=1, label="copy threshold")
+    if value is not None:
+        ax.axvline(value, color="#c0392b", linewidth=2.5, label="this match")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("images", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="upper right")
+
+
 def null_histogram(finding: Finding) -> Image.Image:
-    """The index's null (calibrated scores of unrelated images) with this finding's score
-    and the copy threshold marked, as a 900 x 330 picture."""
+    """The index's null (unrelated images of this collection) with this finding's scores
+    and the copy thresholds marked: the calibrated score, and beside it the pixel alignment
+    when the index measured its null. About 900 x 330 pixels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    null, match = finding.null, finding.match
-    fig, ax = plt.subplots(figsize=(7.5, 2.75), dpi=120)
-    if null.size:
-        widths = [b - a for a, b in zip(null.edges[:-1], null.edges[1:], strict=True)]
-        ax.bar(null.edges[:-1], null.counts, width=widths, align="edge", color="#9aa5b1")
-    threshold = float(finding.result.get("copy_threshold", 0.0))
-    ax.axvline(threshold, color="#444444", linestyle="--", linewidth=1, label="copy threshold")
-    percentile = (
-        "" if match.null_percentile is None else f" ({match.null_percentile:.1f}% score lower)"
+    null, match, result = finding.null, finding.match, finding.result
+    aligned = bool(null.alignment_counts) and match.alignment is not None
+    fig, axes = plt.subplots(1, 2 if aligned else 1, figsize=(7.5, 2.75), dpi=120, squeeze=False)
+    _panel(
+        axes[0][0],
+        null.edges,
+        null.counts,
+        match.calibrated,
+        float(result.get("copy_threshold", 0.0)),
+        "calibrated score",
     )
-    ax.axvline(match.calibrated, color="#c0392b", linewidth=2.5, label=f"this match{percentile}")
-    ax.set_xlabel("calibrated score of unrelated images of this collection")
-    ax.set_ylabel("images")
-    ax.set_title(f"{null.size:,} unrelated images (the index's null)", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
+    if aligned:
+        needed = result.get("alignment_threshold")
+        _panel(
+            axes[0][1],
+            null.alignment_edges,
+            null.alignment_counts,
+            match.alignment,
+            None if needed is None else float(needed),
+            "pixel alignment",
+        )
+    among = (
+        ""
+        if match.null_percentile is None
+        else f": {match.null_percentile:.1f}% have weaker evidence than this match"
+    )
+    fig.suptitle(f"{null.size:,} unrelated images of this collection{among}", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

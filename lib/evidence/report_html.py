@@ -12,6 +12,7 @@ from lib.evidence.content import (
     scan_rows,
     score_rows,
     summary_header,
+    summary_line,
     summary_rows,
 )
 from lib.evidence.document import SCRIPT_ID, Document, caveats, json_for_html, verdict_words
@@ -61,6 +62,7 @@ def finding_html(finding: Finding, number: int | None = None) -> str:
     verdict = f'<span class="verdict {escape(m.verdict)}">{verdict_words(m.verdict)}</span>'
     parts = [
         f"<h2>{escape(label + finding.title)} {verdict}</h2>",
+        f"<p>{escape(summary_line(finding))}</p>",
         f"<p><strong>Note:</strong> {escape(finding.note)}</p>" if finding.note else "",
         "<h3>Images</h3><div class='pair'>",
         f"<figure>{_img(p.get('query'), 'query')}<figcaption>query: "

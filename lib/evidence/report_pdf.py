@@ -21,6 +21,7 @@ from lib.evidence.content import (
     scan_rows,
     score_rows,
     summary_header,
+    summary_line,
     summary_rows,
 )
 from lib.evidence.document import ATTACHMENT_NAME, Document, caveats, verdict_words
@@ -113,7 +114,7 @@ class _Layout:
 
 
 def _finding(lay: _Layout, finding: Finding, number: int | None) -> list[Any]:
-    from reportlab.platypus import PageBreak, Paragraph, Spacer, Table
+    from reportlab.platypus import KeepTogether, PageBreak, Paragraph, Spacer, Table
 
     m, pics = finding.match, finding.pictures
     label = f"Finding {number}: " if number else ""
@@ -125,12 +126,13 @@ def _finding(lay: _Layout, finding: Finding, number: int | None) -> list[Any]:
             lay.h2,
         )
     ]
+    out.append(lay.p(summary_line(finding)))
     if finding.note:
         out.append(lay.p(f"Note: {finding.note}"))
     half = lay.width / 2 - 6
     pair = Table(
         [
-            [lay.image(pics.get("query"), half, 200), lay.image(pics.get("match"), half, 200)],
+            [lay.image(pics.get("query"), half, 170), lay.image(pics.get("match"), half, 170)],
             [
                 lay.p(f"query: {finding.query.name}", lay.small),
                 lay.p(f"training image #{m.id}: {m.caption or m.name}", lay.small),
@@ -159,10 +161,19 @@ def _finding(lay: _Layout, finding: Finding, number: int | None) -> list[Any]:
         )
     out += [
         lay.p("Comparison", lay.h3),
-        lay.image(pics.get("difference"), 200, 200),
-        lay.p(
-            "Absolute difference of the two images, contrast-stretched: black = identical.",
-            lay.small,
+        Table(
+            [
+                [
+                    lay.image(pics.get("difference"), 140, 140),
+                    lay.p(
+                        "Difference image: the absolute difference of the two images, "
+                        "letterboxed to the same square and contrast-stretched. Black = "
+                        "identical; bright = where they differ.",
+                        lay.small,
+                    ),
+                ]
+            ],
+            colWidths=[150, lay.width - 150],
         ),
     ]
     if pics.get("regions"):
@@ -175,10 +186,14 @@ def _finding(lay: _Layout, finding: Finding, number: int | None) -> list[Any]:
             ),
         ]
     out += [
-        lay.p("Scores in plain words", lay.h3),
-        lay.rows(score_rows(finding)),
-        Spacer(1, 4),
-        lay.image(pics.get("null"), lay.width, 190),
+        KeepTogether(
+            [
+                lay.p("Scores in plain words", lay.h3),
+                lay.rows(score_rows(finding)),
+                Spacer(1, 4),
+                lay.image(pics.get("null"), lay.width, 190),
+            ]
+        ),
     ]
     out += [
         lay.p("Identity of everything used", lay.h3),
