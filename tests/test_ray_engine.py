@@ -4,7 +4,10 @@ local engine, slices consecutive and complete, bad files skipped, odd names kept
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,10 +93,53 @@ def test_own_ray_is_shut_down_when_the_generator_is_closed(
     assert not ray.is_initialized()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_a_running_cluster_by_address(
+    images: list[Path], local: EmbeddedFiles, tmp_path: Path
+) -> None:
+    """`ray start --head` on loopback, started from another folder (so its workers can
+    import lib only if the engine ships it), reached by HOST:PORT; left running after."""
+    port = free_port()
+    env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    ray_cli = Path(sys.executable).parent / "ray"
+    command = [str(ray_cli), "start", "--head", "--block", f"--port={port}"]
+    command += ["--node-ip-address=127.0.0.1", "--num-cpus=2", "--include-dashboard=false"]
+    command += ["--disable-usage-stats"]
+    log = (tmp_path / "head.log").open("wb")
+    head = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while b"Ray runtime started" not in (tmp_path / "head.log").read_bytes():
+            assert head.poll() is None and time.monotonic() < deadline, "ray start failed"
+            time.sleep(0.5)
+        picked = [0, 1, 5, 6, 22, 27]  # two scenes, the corrupt file, the text, the odd name
+        results = list(
+            embed_files_ray(
+                [images[i] for i in picked], "sscd", address=f"127.0.0.1:{port}", workers=2
+            )
+        )
+        assert not ray.is_initialized()  # disconnected
+        assert head.poll() is None  # the cluster itself still runs
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+        log.close()
+    merged = concat(results)
+    expected = embed_files([images[i] for i in picked], create_embedder("sscd"), dedupe=False)
+    assert merged.records == expected.records and merged.skipped == expected.skipped
+    assert np.sum(merged.vectors * expected.vectors, axis=1).min() >= 0.9999
+
+
 @pytest.fixture(scope="module")
 def shared_ray() -> Iterator[None]:
     """One local Ray for the rest of the module; the engine uses it and leaves it running."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -128,7 +128,10 @@ def _start_ray(ray: Any, address: str | None, workers: int | None) -> bool:
     try:
         if address != "auto":
             _check_reachable(address)  # ray.init would retry an unreachable one for minutes
-        ray.init(address=address, **quiet)
+        # a cluster's workers run elsewhere, or from another folder: ship them this
+        # package (the libraries it imports must be installed on every node)
+        lib_dir = str(Path(__file__).resolve().parents[1])
+        ray.init(address=address, runtime_env={"py_modules": [lib_dir]}, **quiet)
     except (OSError, RuntimeError, ValueError) as exc:  # ConnectionError is an OSError
         raise RayEngineError(
             f"cannot reach the Ray cluster at {address!r} ({exc}); start one with "
@@ -273,8 +276,10 @@ def embed_files_ray(
 
     dim = create_embedder(embedder, weights=weights, threads=1).dim  # fails early, no model
     started = _start_ray(ray, address, workers)
+    remote_args: dict[str, Any] = {"num_cpus": 1}
     try:
-        yield from _stream(ray, paths, embedder, weights, batch_size, workers, dim, progress)
+        actor_args = (embedder, weights, batch_size)
+        yield from _stream(ray, paths, actor_args, workers, dim, remote_args, progress)
     finally:
         if started:
             ray.shutdown()
@@ -283,14 +288,17 @@ def embed_files_ray(
 def _stream(
     ray: Any,
     paths: Sequence[Path],
-    embedder: str,
-    weights: str | None,
-    batch_size: int,
+    actor_args: tuple[str, str | None, int],
     workers: int | None,
     dim: int,
+    remote_args: dict[str, Any],
     progress: ProgressCallback | None,
 ) -> Iterator[EmbeddedFiles]:
+    """Run the Ray Data job and convert its batches; ``actor_args`` are
+    ``(embedder, weights, batch_size)`` for :class:`_EmbedActor`."""
     from ray.data import ActorPoolStrategy
+
+    batch_size = actor_args[2]
 
     total, done, n_skipped = len(paths), 0, 0
     pool = _pool_size(ray, workers)
@@ -305,11 +313,11 @@ def _stream(
                 items, override_num_blocks=-(-total // _block_files(total, pool, batch_size))
             ).map_batches(
                 _EmbedActor,
-                fn_constructor_args=(embedder, weights, batch_size),
+                fn_constructor_args=actor_args,
                 batch_size=batch_size,
                 batch_format="numpy",
                 compute=ActorPoolStrategy(size=pool),
-                num_cpus=1,
+                **remote_args,
             )
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 result = _to_embedded(batch, paths, done, dim)
