@@ -9,6 +9,8 @@ the app at temporary folders):
     image_roots = ["/srv/datasets"]             # folders the Indexes page may build from
     upload_root = "/srv/replica/uploads"        # where uploaded zips are extracted
     case_root = "/srv/replica/cases"            # where cases are stored (one folder each)
+    map_fit_points = 50000                      # Map page: UMAP fitted on at most this many
+    map_points = 20000                          # Map page: points drawn (density for all)
 
 Defaults: indexes under ``data/indexes/``; image roots ``data/`` and the Debian datasets;
 uploads under ``data/uploads/``; cases under ``data/cases/``.
@@ -43,6 +45,10 @@ class AppConfig:
     )
     upload_root: Path = UPLOAD_ROOT
     case_root: Path = CASE_ROOT
+    map_fit_points: int = 50_000
+    """The Map page fits UMAP on at most this many images and places the rest on it."""
+    map_points: int = 20_000
+    """The Map page draws at most this many points; a density image shows all of them."""
 
     def allowed_image_dir(self, folder: str | os.PathLike[str]) -> Path:
         """``folder`` resolved, if it lies inside a configured image root (or uploads). A
@@ -88,6 +94,8 @@ def load_config(path: Path | None = None) -> AppConfig:
         image_roots=tuple(Path(p) for p in data.get("image_roots", defaults.image_roots)),
         upload_root=Path(data.get("upload_root", defaults.upload_root)),
         case_root=Path(data.get("case_root", defaults.case_root)),
+        map_fit_points=int(data.get("map_fit_points", defaults.map_fit_points)),
+        map_points=int(data.get("map_points", defaults.map_points)),
     )
 
 

@@ -2,23 +2,30 @@
 
     INDEX_DIR/projection/
       coords.npy         (n, 2) float32 UMAP coordinates
-      ids.npy            (n,) int64 index row ids of the projected points
+      ids.npy            (n,) int64 index row ids of the projected points (every row)
+      fit_ids.npy        (m,) int64 the rows UMAP was fitted on (m <= fit_points)
       nn_similarity.npy  (n,) float32 cosine of each point to its nearest other image
       reducer.joblib     the fitted UMAP, for :func:`transform` of new images
-      projection.json    n_points, n_total, subsampled, seed, UMAP parameters and the
+      projection.json    n_points, n_total, n_fit, seed, UMAP parameters and the
                          manifest ``updated`` stamp of the index it was computed from
 
-Neighbours come from exact FAISS search, so UMAP runs on a precomputed sparse
-neighbour graph (``metric="precomputed"``): no pairwise distances in Python and no
-NN-descent compilation, and :func:`transform` finds a new image's neighbours with FAISS
-too. Euclidean distance on L2-normalised vectors, ``sqrt(2 - 2 cos)``, is what UMAP sees.
-Layouts start from the first two principal components and are seeded.
+UMAP is fitted on a seeded random sample of at most ``fit_points`` images (50,000 by
+default; all of them in a smaller index), then every other image is placed on the fitted
+map with :func:`transform`'s method, in chunks with progress, so a map of millions costs
+one fit of 50,000 plus a neighbour search per image. Neighbours among the fitted points
+come from :meth:`ReplicaIndex.search_vectors` when the sample is the whole index, else
+from an exact inner-product search over the sample's vectors; UMAP runs on that
+precomputed sparse neighbour graph (``metric="precomputed"``): no pairwise distances in
+Python and no NN-descent compilation. Euclidean distance on L2-normalised vectors,
+``sqrt(2 - 2 cos)``, is what UMAP sees. Layouts start from the first two principal
+components and are seeded. A page draws at most :data:`MAX_DRAWN` points
+(:func:`drawn_positions`) over a density image of all of them (:func:`density_grid`).
 
 The folder is written beside itself under a temporary name and renamed into place.
 Index files are never touched; rewriting an index (build, add) replaces the whole index
 folder, which drops a projection that no longer matches it. A projection whose stamp
-differs from its index is ignored. Above ``max_points`` images a seeded random subset
-is projected (``Projection.subsampled``).
+differs from its index is ignored. Maps stored by earlier versions projected only a
+random subset (``Projection.subsampled``); they still load.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import re
 import shutil
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,11 +55,17 @@ log = logging.getLogger(__name__)
 PROJECTION_DIR = "projection"
 COORDS_FILE = "coords.npy"
 IDS_FILE = "ids.npy"
+FIT_IDS_FILE = "fit_ids.npy"
 NN_FILE = "nn_similarity.npy"
 REDUCER_FILE = "reducer.joblib"
 INFO_FILE = "projection.json"
 MAX_POINTS = 50_000
-"""Above this many images the map shows a seeded random subset."""
+"""UMAP is fitted on at most this many images (a seeded random sample); the rest are placed
+on the fitted map."""
+MAX_DRAWN = 20_000
+"""A page draws at most this many points; a density image shows all of them."""
+TRANSFORM_CHUNK = 10_000
+"""Images placed on the fitted map per step."""
 MIN_POINTS = 5
 """UMAP needs a few points to build a neighbour graph."""
 UMAP_PARAMS: dict[str, Any] = {
@@ -84,6 +98,8 @@ class ProjectionInfo:
     embedder: str
     created: str = ""
     umap_version: str = ""
+    n_fit: int = 0
+    """Images UMAP was fitted on (0 in maps stored before fitting on a sample)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -116,6 +132,8 @@ class Projection:
     nn_similarity: np.ndarray
     info: ProjectionInfo
     path: Path | None = None
+    fit_ids: np.ndarray | None = None
+    """(m,) int64 the rows UMAP was fitted on (None: ``ids``, as in older maps)."""
     _reducer: Any = field(default=None, repr=False)
     _search: Any = field(default=None, repr=False)
 
@@ -145,14 +163,15 @@ class Projection:
             self._reducer = _load_reducer(self.path)
         return self._reducer
 
-    def point_search(self, index: ReplicaIndex | None = None) -> Any:
-        """A FAISS index over the projected points' vectors (built on first use)."""
+    def point_search(self, index: ReplicaIndex | None = None) -> _PointSearch:
+        """Search over the fitted points' vectors (built on first use)."""
         if self._search is None:
             if index is None:
                 if self.path is None:
                     raise ProjectionError("pass the index: this projection is not stored")
                 index = open_index(self.path.parent)
-            self._search = _point_search(index, self.ids, index.get_vectors(self.ids))
+            fitted = self.ids if self.fit_ids is None else self.fit_ids
+            self._search = _PointSearch.over(index, fitted)
         return self._search
 
 
@@ -172,6 +191,7 @@ def load_projection(index: ReplicaIndex) -> Projection | None:
         ids = np.load(folder / IDS_FILE)
         coords = np.load(folder / COORDS_FILE)
         nn = np.load(folder / NN_FILE)
+        fit_ids = np.load(folder / FIT_IDS_FILE) if (folder / FIT_IDS_FILE).is_file() else None
     except (OSError, ValueError, TypeError) as exc:
         log.warning("ignoring unreadable projection in %s: %s", folder, exc)
         return None
@@ -181,7 +201,9 @@ def load_projection(index: ReplicaIndex) -> Projection | None:
     if not (len(ids) == len(coords) == len(nn) == info.n_points):
         log.warning("ignoring inconsistent projection in %s", folder)
         return None
-    return Projection(ids, coords.astype(np.float32), nn.astype(np.float32), info, folder)
+    return Projection(
+        ids, coords.astype(np.float32), nn.astype(np.float32), info, folder, fit_ids=fit_ids
+    )
 
 
 def project(
@@ -192,12 +214,17 @@ def project(
     *,
     force: bool = False,
 ) -> Projection:
-    """The 2-D UMAP map of ``index``: the stored one when it is current, else fitted and stored.
+    """The 2-D UMAP map of every image of ``index``: the stored one when it is current,
+    else fitted and stored.
 
     Args:
-        max_points: above this many images, project a seeded random subset of this size.
-        seed: seeds the subset and UMAP (which then runs single-threaded).
+        max_points: UMAP is fitted on a seeded random sample of at most this many images;
+            the others are then placed on the fitted map, :data:`TRANSFORM_CHUNK` at a time.
+        seed: seeds the sample and UMAP (which then runs single-threaded).
         force: refit even when a current projection is stored.
+        progress: called as (images placed, total) through the stages; when the sample is
+            not the whole index the total also counts the nearest-neighbour search of
+            every image (2 n), else it is n.
 
     Raises:
         ProjectionError: the index holds fewer than ``MIN_POINTS`` images.
@@ -212,38 +239,63 @@ def project(
     if not force:
         stored = load_projection(index)
         if stored and _same_request(stored.info, max_points, seed):
-            report(progress, 4, 4, "loaded the stored map")
+            report(progress, 1, 1, "loaded the stored map")
             return stored
-    report(progress, 0, 4, "reading vectors")
-    ids = _sample_rows(index.count, max_points, seed)
-    vectors = index.get_vectors(ids)
-    search = _point_search(index, ids, vectors)
-    k = _n_neighbors(len(ids))
-    report(progress, 1, 4, f"finding {k} neighbours of {len(ids):,} images")
-    sims, positions = _search(search, vectors, k + 1)
-    if len(ids) == index.count:
-        nn = _nearest_other(sims, positions, np.arange(len(ids)))
+    n = index.count
+    fit_rows = _sample_rows(n, max_points, seed)
+    whole = len(fit_rows) == n
+    total = n if whole else 2 * n
+    report(progress, 0, total, f"finding neighbours of {len(fit_rows):,} images to fit on")
+    fit_vectors = index.get_vectors(fit_rows)
+    search = _PointSearch.over(index, fit_rows, fit_vectors)
+    k = _n_neighbors(len(fit_rows))
+    sims, positions = search.search(fit_vectors, k + 1)
+    report(progress, 0, total, f"fitting UMAP on {len(fit_rows):,} points (no per-step progress)")
+    reducer, fit_coords = _fit_umap(fit_vectors, _neighbour_graph(sims, positions, k), k, seed)
+    coords = np.empty((n, 2), np.float32)
+    coords[fit_rows] = fit_coords
+    report(progress, len(fit_rows), total, f"fitted on {len(fit_rows):,}")
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), fit_rows)
+    for start in range(0, len(rest), TRANSFORM_CHUNK):
+        part = rest[start : start + TRANSFORM_CHUNK]
+        coords[part] = _place(reducer, search, index.get_vectors(part), k)
+        done = len(fit_rows) + start + len(part)
+        report(progress, done, total, f"placed {done:,} of {n:,} on the map")
+    if whole:
+        nn = _nearest_other(sims, positions, np.arange(n))
     else:
-        nn = nearest_neighbour_similarity(index, ids)
-    report(progress, 2, 4, f"fitting UMAP on {len(ids):,} points (no per-step progress)")
-    reducer, coords = _fit_umap(vectors, _neighbour_graph(sims, positions, k), k, seed)
+        nn = nearest_neighbour_similarity(
+            index,
+            np.arange(n, dtype=np.int64),
+            progress=lambda d, t, m="": report(progress, n + d, total, m),
+        )
     info = ProjectionInfo(
-        n_points=len(ids),
-        n_total=index.count,
-        subsampled=len(ids) < index.count,
+        n_points=n,
+        n_total=n,
+        subsampled=False,
         seed=seed,
         max_points=max_points,
         umap={**UMAP_PARAMS, "n_neighbors": k},
         index_updated=index.manifest.updated,
-        index_count=index.count,
+        index_count=n,
         embedder=index.embedder_name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         umap_version=_umap_version(),
+        n_fit=len(fit_rows),
     )
-    projection = Projection(ids, coords, nn, info, None, reducer, search)
-    report(progress, 3, 4, "saving")
+    projection = Projection(
+        np.arange(n, dtype=np.int64),
+        coords,
+        nn,
+        info,
+        None,
+        fit_ids=fit_rows,
+        _reducer=reducer,
+        _search=search,
+    )
+    report(progress, total, total, "saving")
     projection.path = _store(projection, projection_dir(index))
-    report(progress, 4, 4, "done")
+    report(progress, total, total, "done")
     return projection
 
 
@@ -270,27 +322,35 @@ def transform(
         projection = _load_for(Path(projection), index)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     search = projection.point_search(index)
-    if vectors.ndim != 2 or vectors.shape[1] != search.d:
-        raise ValueError(f"vectors must have shape (m, {search.d}), got {vectors.shape}")
+    if vectors.ndim != 2 or vectors.shape[1] != search.dim:
+        raise ValueError(f"vectors must have shape (m, {search.dim}), got {vectors.shape}")
     if len(vectors) == 0:
         return np.zeros((0, 2), np.float32)
     k = int(projection.info.umap["n_neighbors"])
-    sims, positions = _search(search, vectors, k)
-    distances = _distances(sims)
+    return _place(projection.reducer(), search, vectors, k)
+
+
+def _place(reducer: Any, search: _PointSearch, vectors: np.ndarray, k: int) -> np.ndarray:
+    """(m, 2) float32: ``vectors`` placed on the map fitted by ``reducer`` through their
+    ``k`` nearest fitted points (``search``)."""
     import scipy.sparse
 
+    sims, positions = search.search(vectors, k)
+    distances = _distances(sims)
     graph = scipy.sparse.csr_matrix(
         (distances.ravel(), positions.ravel(), np.arange(0, distances.size + 1, k)),
-        shape=(len(vectors), projection.n_points),
+        shape=(len(vectors), search.size),
     )
-    reducer = projection.reducer()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Transforming new data with precomputed", UserWarning)
         return np.asarray(reducer.transform(graph), dtype=np.float32)
 
 
 def nearest_neighbour_similarity(
-    index: ReplicaIndex, rows: np.ndarray, chunk: int = 4096
+    index: ReplicaIndex,
+    rows: np.ndarray,
+    chunk: int = 4096,
+    progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """(n,) float32: cosine of each row's vector to its most similar *other* indexed image."""
     out = np.empty(len(rows), np.float32)
@@ -298,6 +358,7 @@ def nearest_neighbour_similarity(
         part = np.asarray(rows[start : start + chunk], dtype=np.int64)
         sims, ids = index.search_vectors(index.get_vectors(part), 2)
         out[start : start + len(part)] = _nearest_other(sims, ids, part)
+        report(progress, start + len(part), len(rows), "nearest other image of each")
     return out
 
 
@@ -318,18 +379,54 @@ def top_groups(groups: list[str], k: int = 12) -> list[str]:
     return [g if g in keep else OTHER_GROUP for g in groups]
 
 
-def map_table(projection: Projection, metadata: pd.DataFrame, groups: int = 12) -> pd.DataFrame:
-    """One row per projected point: row, x, y, nn (cosine), caption, file, group.
+def drawn_positions(
+    projection: Projection,
+    max_drawn: int = MAX_DRAWN,
+    seed: int = 0,
+    keep: Sequence[int] = (),
+) -> np.ndarray:
+    """(m,) int64 sorted positions of the points to draw: all of them up to ``max_drawn``,
+    else a seeded random ``max_drawn``, plus the positions of the index rows in ``keep``
+    (a selected image and its neighbours) that are projected."""
+    n = projection.n_points
+    if n <= max_drawn:
+        return np.arange(n, dtype=np.int64)
+    chosen = np.random.default_rng(seed).choice(n, size=max(0, max_drawn), replace=False)
+    extra = [p for p in (projection.position(r) for r in keep) if p is not None]
+    return np.unique(np.concatenate([chosen, np.asarray(extra, dtype=np.int64)]))
+
+
+def density_grid(coords: np.ndarray, bins: int = 160) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How many points fall in each cell of a ``bins`` x ``bins`` grid over ``coords``
+    ((n, 2) map positions): counts (bins, bins) int64 indexed [y, x], and the cell centres
+    along x and y, (bins,) float64 each."""
+    if len(coords) == 0:
+        return np.zeros((bins, bins), np.int64), np.zeros(bins), np.zeros(bins)
+    counts, x_edges, y_edges = np.histogram2d(coords[:, 0], coords[:, 1], bins=bins)
+    centre = lambda e: (e[:-1] + e[1:]) / 2  # noqa: E731
+    return counts.T.astype(np.int64), centre(x_edges), centre(y_edges)
+
+
+def map_table(
+    projection: Projection,
+    metadata: pd.DataFrame,
+    groups: int = 12,
+    positions: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per projected point (or per point at ``positions``, see
+    :func:`drawn_positions`): row, x, y, nn (cosine), caption, file, group.
 
     ``group`` keeps the ``groups`` most frequent caption groups; the rest are ``OTHER_GROUP``.
     """
-    meta = metadata.iloc[projection.ids]
+    at = np.arange(projection.n_points) if positions is None else np.asarray(positions)
+    ids = projection.ids[at]
+    meta = metadata.iloc[ids]
     return pd.DataFrame(
         {
-            "row": projection.ids.astype(np.int64),
-            "x": projection.coords[:, 0],
-            "y": projection.coords[:, 1],
-            "nn": projection.nn_similarity,
+            "row": ids.astype(np.int64),
+            "x": projection.coords[at, 0],
+            "y": projection.coords[at, 1],
+            "nn": projection.nn_similarity[at],
             "caption": meta["caption"].fillna("").astype(str).to_numpy(),
             "file": [Path(str(p)).name for p in meta["path"]],
             "group": top_groups(caption_groups(meta), groups),
@@ -339,11 +436,10 @@ def map_table(projection: Projection, metadata: pd.DataFrame, groups: int = 12) 
 
 def _same_request(info: ProjectionInfo, max_points: int, seed: int) -> bool:
     """Whether a stored projection is what ``max_points`` and ``seed`` would compute."""
-    if info.seed != seed:
+    if info.seed != seed or info.subsampled:
         return False
-    if info.subsampled:
-        return info.max_points == max_points
-    return info.n_total <= max_points
+    fitted = info.n_fit or info.n_points  # maps stored before n_fit were fitted on all
+    return fitted == min(info.n_total, max_points)
 
 
 def _sample_rows(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -363,27 +459,43 @@ def _nearest_other(sims: np.ndarray, ids: np.ndarray, own: np.ndarray) -> np.nda
     return np.where(first_is_self, sims[:, 1], sims[:, 0]).astype(np.float32)
 
 
-def _point_search(index: ReplicaIndex, ids: np.ndarray, vectors: np.ndarray) -> Any:
-    """A FAISS inner-product index whose positions are the projected points."""
-    if len(ids) == index.count:
-        return index.faiss  # ids are 0..n-1: the index itself
-    import faiss
+@dataclass
+class _PointSearch:
+    """Top-k inner-product search over the fitted points, giving positions among them:
+    the index itself (:meth:`ReplicaIndex.search_vectors`) when they are all of its rows,
+    else an exact FAISS search over their vectors."""
 
-    search = faiss.IndexFlatIP(vectors.shape[1])
-    search.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return search
+    dim: int
+    size: int
+    index: ReplicaIndex | None = None
+    flat: Any = None
 
+    @classmethod
+    def over(
+        cls, index: ReplicaIndex, rows: np.ndarray, vectors: np.ndarray | None = None
+    ) -> _PointSearch:
+        dim = int(index.manifest.dim)
+        if len(rows) == index.count and np.array_equal(rows, np.arange(index.count)):
+            return cls(dim, len(rows), index=index)
+        import faiss
 
-def _search(search: Any, vectors: np.ndarray, k: int, chunk: int = 4096) -> tuple[Any, Any]:
-    """Top-k (similarities (n, k) float32, positions (n, k) int64), in chunks."""
-    sims = np.empty((len(vectors), k), np.float32)
-    positions = np.empty((len(vectors), k), np.int64)
-    for start in range(0, len(vectors), chunk):
-        part = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
-        sims[start : start + len(part)], positions[start : start + len(part)] = search.search(
-            part, k
-        )
-    return sims, positions
+        flat = faiss.IndexFlatIP(dim)
+        points = index.get_vectors(rows) if vectors is None else vectors
+        flat.add(np.ascontiguousarray(points, dtype=np.float32))
+        return cls(dim, len(rows), flat=flat)
+
+    def search(self, vectors: np.ndarray, k: int, chunk: int = 4096) -> tuple[Any, Any]:
+        """Top-k (similarities (n, k) float32, positions (n, k) int64), in chunks."""
+        sims = np.empty((len(vectors), k), np.float32)
+        positions = np.empty((len(vectors), k), np.int64)
+        for start in range(0, len(vectors), chunk):
+            part = np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32)
+            if self.index is not None:
+                found = self.index.search_vectors(part, k)
+            else:
+                found = self.flat.search(part, k)
+            sims[start : start + len(part)], positions[start : start + len(part)] = found
+        return sims, positions
 
 
 def _distances(sims: np.ndarray) -> np.ndarray:
@@ -488,6 +600,8 @@ def _store(projection: Projection, dest: Path) -> Path | None:
     try:
         tmp.mkdir()
         np.save(tmp / IDS_FILE, projection.ids)
+        if projection.fit_ids is not None:
+            np.save(tmp / FIT_IDS_FILE, projection.fit_ids)
         np.save(tmp / COORDS_FILE, projection.coords)
         np.save(tmp / NN_FILE, projection.nn_similarity)
         joblib.dump(projection._reducer, tmp / REDUCER_FILE)

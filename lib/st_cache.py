@@ -25,7 +25,9 @@ from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex, open_index
 from lib.projection import (
     INFO_FILE,
+    MAX_DRAWN,
     Projection,
+    drawn_positions,
     load_projection,
     map_table,
     projection_dir,
@@ -77,13 +79,16 @@ def cached_projection(path: str, mtime: float, projection_stamp: float) -> Proje
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def cached_map_points(
-    path: str, mtime: float, projection_stamp: float, groups: int
+    path: str, mtime: float, projection_stamp: float, groups: int, max_drawn: int = MAX_DRAWN
 ) -> pd.DataFrame | None:
-    """The stored projection as a table (see :func:`lib.projection.map_table`); None if none."""
+    """The points of the stored projection to draw, at most ``max_drawn`` (a seeded sample,
+    :func:`lib.projection.drawn_positions`), as a table (:func:`lib.projection.map_table`);
+    None if there is no stored projection."""
     projection = cached_projection(path, mtime, projection_stamp)
     if projection is None:
         return None
-    return map_table(projection, cached_index(path, mtime).metadata, groups)
+    positions = drawn_positions(projection, max_drawn)
+    return map_table(projection, cached_index(path, mtime).metadata, groups, positions)
 
 
 @st.cache_data(show_spinner="Finding near-duplicates…", max_entries=16)

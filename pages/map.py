@@ -1,6 +1,8 @@
-"""Map page: every training image as a point (UMAP of its embedding), coloured by caption
-group or by how close its nearest other image is; your own images placed on the same map
-as stars; pick a point to see the image and its nearest neighbours."""
+"""Map page: every training image as a point (UMAP of its embedding, fitted on a sample of
+at most 50,000 and the rest placed on it), coloured by caption group or by how close its
+nearest other image is; at most 20,000 points drawn over a density image of all of them;
+your own images placed on the same map as stars; pick a point to see the image and its
+nearest neighbours."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ import plotly.colors
 import plotly.graph_objects as go
 import streamlit as st
 
+from lib.app_config import load_config
 from lib.images import IMAGE_SUFFIXES, ImageLoadError, load_image
 from lib.index import ReplicaIndex
 from lib.projection import (
-    MAX_POINTS,
     MIN_POINTS,
     OTHER_GROUP,
     Projection,
+    caption_groups,
+    density_grid,
+    drawn_positions,
     grid_representatives,
     map_table,
     project,
@@ -52,6 +57,7 @@ GROUPS = 20
 NEIGHBOURS = 6
 THUMB = 150
 PALETTE = [c for c in plotly.colors.qualitative.Dark24 if c != "#222A2A"]
+DENSITY_BINS = 160
 
 
 @dataclass
@@ -88,12 +94,36 @@ def place_uploads(
     return names, vectors, coords, errors
 
 
-def compute_map(index: ReplicaIndex) -> Projection | None:
+@st.cache_data(show_spinner=False, max_entries=8)
+def map_density(map_key: str, _p: Projection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How many points of the map (all of them, drawn or not) fall in each cell of a grid:
+    :func:`lib.projection.density_grid`; ``map_key`` names the map."""
+    return density_grid(_p.coords, DENSITY_BINS)
+
+
+def with_rows(
+    points: pd.DataFrame, projection: Projection, index: ReplicaIndex, rows: list[int]
+) -> pd.DataFrame:
+    """``points`` plus the index rows in ``rows`` that are projected but not drawn (the
+    selected image and its neighbours), grouped like the drawn points where they can be."""
+    drawn = set(points["row"].tolist())
+    missing = [r for r in rows if r not in drawn and projection.position(r) is not None]
+    if not missing:
+        return points
+    positions = np.array([projection.position(r) for r in missing], dtype=np.int64)
+    extra = map_table(projection, index.metadata, GROUPS, positions)
+    known = set(points["group"])
+    groups = caption_groups(index.metadata.iloc[missing])
+    extra["group"] = [g if g in known else OTHER_GROUP for g in groups]
+    return pd.concat([points, extra], ignore_index=True)
+
+
+def compute_map(index: ReplicaIndex, fit_points: int) -> Projection | None:
     """Fit the projection with a progress bar; None (with the reason shown) on failure."""
     with st.status("Computing the map…", expanded=True) as status:
         callback, bar = streamlit_progress("Map")
         try:
-            result = project(index, progress=callback)
+            result = project(index, progress=callback, max_points=fit_points)
         except (ValueError, MemoryError, OSError) as exc:
             status.update(label="The map could not be computed", state="error")
             show_error("The map could not be computed", exc)
@@ -125,11 +155,22 @@ def map_figure(
     uploads: Uploads,
     selected: int | None,
     pictures: list[tuple[str, float, float, float, float]] | None = None,
+    density: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> go.Figure:
     """The scatter: training points (WebGL), uploads as stars, the selected point ringed,
     labelled and zoomed to; ``pictures`` (path, x, y, size in map units, opacity) drawn as
-    images under the points."""
+    images under the points; ``density`` (counts [y, x], x centres, y centres) of all the
+    images, drawn and not, as grey shading behind them."""
     fig = go.Figure()
+    if density is not None:
+        counts, xs, ys = density
+        fig.add_trace(
+            go.Heatmap(
+                z=np.where(counts > 0, np.log1p(counts), np.nan), x=xs, y=ys,
+                name="all images (density)", colorscale="Greys", showscale=False,
+                opacity=0.45, hoverinfo="skip", zsmooth="best",
+            )
+        )  # fmt: skip
     size = 4 if len(points) > 10_000 else 7
     hover = "%{hovertext}<extra></extra>"
 
@@ -326,6 +367,7 @@ st.caption(
     "Pick a point (click it, or type its id below) to see it and its nearest neighbours."
 )
 
+config = load_config()
 projection_key = projection_mtime(path)
 projection = cached_projection(path, mtime, projection_key)
 if projection is None:
@@ -334,20 +376,21 @@ if projection is None:
     if index.count < MIN_POINTS:
         st.info(f"A map needs at least {MIN_POINTS} images; this index has {index.count}.")
         st.stop()
-    shown = min(index.count, MAX_POINTS)
-    subset = f" (a random {shown:,} of them)" if shown < index.count else ""
+    fitted = min(index.count, config.map_fit_points)
+    rest = f", the other {index.count - fitted:,} placed on it" if fitted < index.count else ""
     offer = st.empty()  # cleared once the map is computed: no stale "No map yet"
     with offer.container():
         st.info(
-            f"No map yet for this index. Computing it places {shown:,} images{subset} with UMAP "
-            f"once (about {max(1, round(shown / 20_000 * 3))} min) and stores it beside the "
-            "index."
+            f"No map yet for this index. Computing it places {index.count:,} images with UMAP "
+            f"once (fitted on {fitted:,}{rest}; about "
+            f"{max(1, round(fitted / 20_000 * 3 + (index.count - fitted) / 200_000))} min) "
+            "and stores it beside the index."
         )
         compute = st.button("Compute the map", key="map_compute", type="primary")
     if not compute:
         st.stop()
     offer.empty()
-    projection = compute_map(index)
+    projection = compute_map(index, config.map_fit_points)
     if projection is None:
         st.stop()
     projection_key = projection_mtime(path)
@@ -357,9 +400,19 @@ if projection.subsampled:
         f"Showing a random {projection.n_points:,} of the {projection.n_total:,} images "
         f"(seed {projection.info.seed}); picking by id works for every image."
     )
-points = cached_map_points(path, mtime, projection_key, GROUPS)
+points = cached_map_points(path, mtime, projection_key, GROUPS, config.map_points)
 if points is None:  # a map that could not be stored is not in the loader's cache
-    points = map_table(projection, index.metadata, GROUPS)
+    points = map_table(
+        projection, index.metadata, GROUPS, drawn_positions(projection, config.map_points)
+    )
+capped = len(points) < projection.n_points
+if capped:
+    st.info(
+        f"Drawing {len(points):,} of the {projection.n_points:,} images as points (a random "
+        "sample, plus the image you pick and its neighbours); the grey shading behind them "
+        "counts all of them. Picking by id works for every image.",
+        icon=":material/blur_on:",
+    )
 
 controls = st.columns([2, 3])
 colour = controls[0].radio("Colour by", COLOURS, horizontal=True, key="map_colour")
@@ -399,19 +452,29 @@ if selected is not None and 0 <= selected < index.count:
 elif selected is not None and selected < 0:
     _, found = index.search_vectors(uploads.vectors[-1 - selected : -selected], NEIGHBOURS)
     neighbours = [int(i) for i in found[0] if int(i) >= 0]
+if capped and selected is not None:
+    points = with_rows(points, projection, index, [int(selected), *neighbours])
 pictures = map_pictures(index, points, selected, neighbours) if show_pictures else []
+density = None
+if capped:
+    density = map_density(f"{path}:{projection_key}:{projection.info.created}", projection)
 
 st.plotly_chart(
-    map_figure(points, colour, uploads, selected, pictures),
+    map_figure(points, colour, uploads, selected, pictures, density),
     key="map_chart",
     on_select=select_from_chart,
     selection_mode="points",
     width="stretch",
     config={"scrollZoom": True, "displaylogo": False},
 )
+fit_note = (
+    f" (fitted on {projection.info.n_fit:,}, the rest placed on it)"
+    if 0 < projection.info.n_fit < projection.n_points
+    else ""
+)
 st.caption(
-    f"{projection.n_points:,} images · UMAP, {projection.info.umap['n_neighbors']} neighbours, "
-    f"seed {projection.info.seed} · colour: "
+    f"{projection.n_points:,} images{fit_note} · UMAP, {projection.info.umap['n_neighbors']} "
+    f"neighbours, seed {projection.info.seed} · colour: "
     + ("the caption's first word" if colour == COLOURS[0] else "cosine to the nearest other image")
 )
 

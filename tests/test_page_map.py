@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -184,19 +183,37 @@ def test_unreadable_upload_is_skipped_with_a_reason(mapped_index: Path) -> None:
     assert not any(t["name"] == "your images" for t in figure(at)["data"])
 
 
-def test_a_subsampled_map_says_so_and_still_picks_any_image(
-    mapped_index: Path, tmp_path: Path
+def test_a_large_map_draws_a_capped_sample_over_the_density_of_all(
+    mapped_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index_path = Path(shutil.copytree(mapped_index, tmp_path / "idx"))
-    projection = project(open_index(index_path), max_points=20, force=True)
-    at = page(index_path)
+    config = tmp_path / "replica.toml"
+    config.write_text("map_points = 20\n")
+    monkeypatch.setenv("REPLICA_CONFIG", str(config))
+    at = page(mapped_index)
     assert not at.exception
-    assert "Showing a random 20 of the 65 images" in at.warning[0].value
-    assert sum(len(values(t["x"])) for t in figure(at)["data"]) == 20
-    hidden = next(r for r in range(65) if r not in set(projection.ids.tolist()))
+    assert any("Drawing 20 of the 65 images" in i.value for i in at.info)
+    traces = figure(at)["data"]
+    points = [t for t in traces if t["type"] == "scattergl"]
+    assert sum(len(values(t["x"])) for t in points) == 20
+    (heat,) = [t for t in traces if t["type"] == "heatmap"]
+    z = heat["z"]
+    z = (
+        np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(
+            [int(d) for d in str(z["shape"]).split(",")]
+        )
+        if isinstance(z, dict)
+        else np.array(z, dtype=float)
+    )
+    assert round(float(np.nansum(np.expm1(z)))) == 65  # every image is in the shading
+    # a picked image that is not drawn is added, with its neighbours, and shown
+    drawn = {int(r) for t in points for r in values(t["customdata"])}
+    hidden = next(r for r in range(65) if r not in drawn)
     at.number_input(key="map_point").set_value(hidden).run()
     assert not at.exception
-    assert any("Not drawn on the map" in c.value for c in at.caption)
+    points = [t for t in figure(at)["data"] if t["type"] == "scattergl"]
+    rows = {int(r) for t in points for r in values(t["customdata"])}
+    assert hidden in rows and 21 <= len(rows) <= 27
+    assert any(t["name"] == "selected" for t in figure(at)["data"])
     assert len([c for image in at.image for c in image.captions]) == 7
 
 

@@ -61,7 +61,9 @@ def test_projection_is_stored_and_reused_without_refitting(
     assert any("fitting UMAP" in s for s in stages) and stages[-1] == "done"
     folder = projection_dir(index)
     assert first.path == folder
-    names = {"coords.npy", "ids.npy", "nn_similarity.npy", "reducer.joblib", INFO_FILE}
+    names = {
+        "coords.npy", "ids.npy", "fit_ids.npy", "nn_similarity.npy", "reducer.joblib", INFO_FILE,
+    }  # fmt: skip
     assert {p.name for p in folder.iterdir()} == names
     info = json.loads((folder / INFO_FILE).read_text())
     assert info["n_points"] == N and info["subsampled"] is False
@@ -127,19 +129,63 @@ def test_transform_puts_an_edited_copy_next_to_its_source(index: ReplicaIndex) -
         transform(p, np.zeros((1, 3), np.float32), index)
 
 
-def test_subsampling_above_max_points(index: ReplicaIndex) -> None:
-    p = project(index, max_points=20, seed=3)
-    assert p.subsampled and p.n_points == 20 and p.n_total == N
-    assert p.coords.shape == (20, 2)
-    assert np.all(np.diff(p.ids) > 0) and p.ids.min() >= 0 and p.ids.max() < N
+def test_a_map_of_more_images_than_the_fit_sample_places_them_all(index: ReplicaIndex) -> None:
+    stages: list[tuple[int, int, str]] = []
+    # 50 of 65 fitted: with 15 neighbours per point, a family of 16 keeps most of its
+    # neighbours inside it (with 5 per family, a placed image lands between families)
+    p = project(index, max_points=50, seed=3, progress=lambda d, t, m="": stages.append((d, t, m)))
+    assert not p.subsampled and p.n_points == N and p.n_total == N and p.info.n_fit == 50
+    assert p.ids.tolist() == list(range(N)) and np.isfinite(p.coords).all()
+    assert p.fit_ids is not None and len(p.fit_ids) == 50 and np.all(np.diff(p.fit_ids) > 0)
+    assert np.array_equal(projection_module._sample_rows(N, 50, 3), p.fit_ids)
+    # the rest were placed in steps with progress, then searched for their nearest other
+    assert any("placed 65 of 65" in m for _, _, m in stages) and stages[-1][0] == stages[-1][1]
     info = json.loads((projection_dir(index) / INFO_FILE).read_text())
-    assert info["subsampled"] is True and info["n_points"] == 20 and info["n_total"] == N
-    # nearest-neighbour similarity is against the whole index, not just the subset
-    expected = projection_module.nearest_neighbour_similarity(index, p.ids)
+    assert info["n_fit"] == 50 and info["n_points"] == N and info["subsampled"] is False
+    # nearest-neighbour similarity of every image, against the whole index
+    expected = projection_module.nearest_neighbour_similarity(index, np.arange(N))
     np.testing.assert_allclose(p.nn_similarity, expected)
-    # the same seed picks the same subset; a different request refits
-    assert np.array_equal(projection_module._sample_rows(N, 20, 3), p.ids)
-    assert project(index).n_points == N
+    # planted: an image left out of the fit whose near-duplicate (cosine >= 0.98) was fitted
+    # lands next to it; most placed images sit nearest a fitted image of their own family
+    vectors = index.get_vectors(np.arange(N))
+    fam = families(index)
+    fitted = set(p.fit_ids.tolist())
+    span = float(np.ptp(p.coords, axis=0).max())
+    placed_near: list[float] = []
+    same_family: list[bool] = []
+    for row in (r for r in range(N) if r not in fitted and fam[r] != 99):
+        sims = vectors[p.fit_ids] @ vectors[row]
+        twin = int(p.fit_ids[int(sims.argmax())])
+        if sims.max() >= 0.98:
+            placed_near.append(np.linalg.norm(p.coords[row] - p.coords[twin]) / span)
+        to_fitted = np.linalg.norm(p.coords[p.fit_ids] - p.coords[row], axis=1)
+        same_family.append(bool(fam[p.fit_ids[int(to_fitted.argmin())]] == fam[row]))
+    assert placed_near and max(placed_near) < 0.1, placed_near
+    assert np.mean(same_family) >= 0.8, same_family
+    # the stored map reloads with its fit sample; uploads are placed through it
+    again = load_projection(index)
+    assert again is not None and np.array_equal(again.fit_ids, p.fit_ids)
+    moved = np.linalg.norm(transform(again, vectors[:3], index) - p.coords[:3], axis=1)
+    assert moved.max() < 0.1 * span
+    # the same request is reused, another refits on all
+    assert project(index, max_points=50, seed=3).info.created == p.info.created
+    assert project(index).info.n_fit == N
+
+
+def test_drawn_points_are_capped_and_keep_the_selected_ones(index: ReplicaIndex) -> None:
+    from lib.projection import density_grid, drawn_positions, map_table
+
+    p = project(index)
+    assert drawn_positions(p, max_drawn=100).tolist() == list(range(N))
+    drawn = drawn_positions(p, max_drawn=30, seed=1)
+    assert len(drawn) == 30 and len(set(drawn.tolist())) == 30
+    hidden = next(r for r in range(N) if r not in set(drawn.tolist()))
+    with_selected = drawn_positions(p, max_drawn=30, seed=1, keep=[hidden])
+    assert len(with_selected) == 31 and hidden in with_selected
+    table = map_table(p, index.metadata, positions=with_selected)
+    assert len(table) == 31 and hidden in set(table["row"])
+    counts, xs, ys = density_grid(p.coords, bins=8)
+    assert counts.shape == (8, 8) and counts.sum() == N and len(xs) == len(ys) == 8
 
 
 def test_a_changed_index_drops_or_ignores_its_projection(index: ReplicaIndex) -> None:
