@@ -259,3 +259,37 @@ def test_memory_budget_is_read_and_enforced() -> None:
     assert plan_ann(10_000_000, 512, "1GB").factory.endswith(("PQ64", "PQ32"))
     with pytest.raises(MemoryBudgetError, match="need at least"):
         plan_ann(10_000_000, 512, "100MB")
+
+
+def test_adds_past_the_segment_limit_are_merged_without_moving_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builder, "MAX_SEGMENTS", 3)
+    write_scenes(tmp_path / "a", range(3))
+    build_index(tmp_path / "a", tmp_path / "idx", embedder="pixels")
+    write_scenes(tmp_path / "b", range(60, 66))
+    before = open_index(tmp_path / "idx")
+    report = add_to_index(tmp_path / "idx", tmp_path / "b", segment_files=1)
+    index = report.index
+    assert len(index.manifest.segments) <= 3 and index.count == 9
+    np.testing.assert_array_equal(index.get_vectors(np.arange(3)), before.vectors())
+    assert index.metadata["id"].tolist() == list(range(9))
+    paths = index.metadata["path"].tolist()
+    assert [Path(p).name for p in paths[3:]] == sorted(Path(p).name for p in paths[3:])
+
+
+def test_cli_compact_and_info_say_what_the_index_is(tmp_path: Path) -> None:
+    write_scenes(tmp_path / "a", range(4))
+    write_scenes(tmp_path / "b", range(70, 72))
+    build_index(tmp_path / "a", tmp_path / "idx", embedder="pixels")
+    add_to_index(tmp_path / "idx", tmp_path / "b")
+    info = run_cli("index", "info", str(tmp_path / "idx"))
+    assert "format     2, 2 segment(s); search exact" in info.stdout
+    compact = run_cli("index", "compact", str(tmp_path / "idx"))
+    assert compact.returncode == 0, compact.stderr
+    assert "6 images in 1 segment(s); search is exact" in compact.stdout
+    as_json = json.loads(run_cli("index", "info", str(tmp_path / "idx"), "--json").stdout)
+    assert as_json["format"] == 2 and as_json["segments"] == 1
+    bad = run_cli("index", "build", str(tmp_path / "a"), "--out", str(tmp_path / "x"),
+                  "--embedder", "pixels", "--memory", "lots")  # fmt: skip
+    assert bad.returncode == 2 and "not a memory size" in bad.stderr

@@ -38,7 +38,7 @@ from lib.calibration import fit_calibration
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
 from lib.images import SkippedFile, display_path, is_displayable, list_image_files
-from lib.index.ann import DEFAULT_MEMORY, EXACT_LIMIT, plan_ann, train_ann
+from lib.index.ann import DEFAULT_MEMORY, EXACT_LIMIT, parse_memory, plan_ann, train_ann
 from lib.index.errors import IndexNotFound, IndexWriteError, NoImagesError
 from lib.index.lock import writer_lock
 from lib.index.manifest import INDEX_FORMAT, IndexManifest, commit_manifest, fsync_path
@@ -122,9 +122,11 @@ def build_index(
         FileExistsError: ``out`` exists and is not an index, or ``overwrite`` is False.
         FileNotFoundError: the images folder does not exist.
         ValueError: an unknown engine, or ``resume`` for a build of other files.
+        MemoryBudgetError: ``memory`` is not a size.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    parse_memory(memory)  # a bad budget is refused before anything is embedded
     dest = Path(out).expanduser().resolve()
     _check_build_target(dest, overwrite)
     files, label = _collect(images)
@@ -178,6 +180,7 @@ def build_index(
             raise NoImagesError(_no_images_message(label, len(files), skipped), skipped)
         manifest.build = None
         _finish(stage, manifest, memory=memory, progress=progress, index_all=True)
+        _remove_unlisted(stage, manifest)  # what a killed run had half-written
         _swap_into_place(stage, dest)
     return BuildReport(index=_load(dest), added=manifest.count, skipped=skipped)
 
@@ -427,6 +430,8 @@ def compact_index(
         IndexNotFound, IndexWriteError, IndexLocked: as in :func:`add_to_index`.
     """
     root = Path(index_dir).expanduser().resolve()
+    if memory is not None:
+        parse_memory(memory)
     _recover_interrupted_swap(root)
     if not is_index(root):
         _load(root, recalibrate=False)

@@ -42,7 +42,7 @@ import pandas as pd
 
 from lib.embedders import Embedder
 from lib.images import SkippedFile, display_path
-from lib.index.ann import DEFAULT_MEMORY
+from lib.index.ann import DEFAULT_MEMORY, parse_memory
 from lib.index.builder import (
     _check_build_target,
     _finish,
@@ -272,6 +272,7 @@ def import_embeddings(
         FileExistsError: ``out`` exists and is not an index, or ``overwrite`` is False.
     """
     dest = Path(out).expanduser().resolve()
+    parse_memory(memory)
     _check_build_target(dest, overwrite)
     shards = find_shards(embeddings)
     model = _resolve_embedder(embedder, weights)

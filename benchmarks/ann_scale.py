@@ -1,0 +1,224 @@
+"""Index scale: import, search latency, recall@10 and memory at 100k, 1M (and 10M) vectors.
+
+For each size it writes a clip-retrieval folder of synthetic SSCD-like vectors
+(:func:`benchmarks._synthetic.embedding_like`: a mixture in a low-rank subspace, float16
+shards as clip-retrieval writes them), imports it with ``lib.index.importer`` (timed:
+segments, approximate index above ``EXACT_LIMIT``, calibration), then, in a fresh
+process so that its resident memory is the index's own, opens the index and times 200
+held-out queries one at a time through ``ReplicaIndex.search_vectors`` (k=64, what a
+verdict asks for). Recall@10 is measured against an exact brute force over the same
+stored vectors. The baseline, measured in the same run, is the exact search Replica ran
+before (``IndexFlatIP`` over every vector, one thread): the ratio exact/approximate is
+the figure to quote. Optionally (``--add``) it times adding 1,000 images to the largest
+index, minus the time to embed them.
+
+    .venv/bin/python benchmarks/ann_scale.py [--sizes 100000 1000000] [--add] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._synthetic import embedding_like, write_photos
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ann_scale.json"
+QUERIES = 200
+SHARD = 250_000
+
+
+def write_embeddings(folder: Path, n: int) -> np.ndarray:
+    """clip-retrieval layout of n vectors (+ QUERIES held out, returned). Above 2M vectors
+    they are drawn shard by shard from the same mixture (same subspace and clusters, a
+    seed per shard), so that memory stays at one shard."""
+    if n <= 2_000_000:
+        vectors = embedding_like(n + QUERIES, seed=0)
+        queries = vectors[n:].copy()
+
+        def shard(start: int, stop: int) -> np.ndarray:
+            return vectors[start:stop]
+    else:
+        queries = embedding_like(QUERIES, seed=0, shard_seed=10**6)
+
+        def shard(start: int, stop: int) -> np.ndarray:
+            return embedding_like(stop - start, seed=0, shard_seed=1 + start // SHARD)
+
+    (folder / "img_emb").mkdir(parents=True)
+    (folder / "metadata").mkdir()
+    for k, start in enumerate(range(0, n, SHARD)):
+        stop = min(n, start + SHARD)
+        np.save(folder / "img_emb" / f"img_emb_{k}.npy", shard(start, stop).astype(np.float16))
+        pd.DataFrame(
+            {
+                "image_path": [f"images/{i:08d}.jpg" for i in range(start, stop)],
+                "caption": [f"image {i}" for i in range(start, stop)],
+            }
+        ).to_parquet(folder / "metadata" / f"metadata_{k}.parquet")
+    return queries
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def measure_queries(index_dir: str, queries_file: str) -> dict[str, Any]:
+    """Run in a fresh process: open the index, time single queries, recall@10, RSS."""
+    import faiss
+
+    from lib.index import open_index
+
+    faiss.omp_set_num_threads(1)
+    t0 = time.perf_counter()
+    index = open_index(index_dir)
+    open_s = time.perf_counter() - t0
+    rss_open = _rss_bytes()
+    queries = np.load(queries_file)
+    times = []
+    found = []
+    for q in queries:
+        t = time.perf_counter()
+        _, ids = index.search_vectors(q[None, :], 64)
+        times.append(time.perf_counter() - t)
+        found.append(ids[0, :10])
+    rss = _rss_bytes()
+    assert index.table is not None
+    truth_sims = np.full((len(queries), 10), -np.inf, np.float32)
+    truth_ids = np.zeros((len(queries), 10), np.int64)
+    for start, block in index.table.blocks(262_144):  # exact brute force, chunk by chunk
+        sims = queries @ block.T
+        both_s = np.concatenate([truth_sims, sims], axis=1)
+        both_i = np.concatenate(
+            [truth_ids, np.broadcast_to(np.arange(start, start + len(block)), sims.shape)], axis=1
+        )
+        top = np.argsort(-both_s, axis=1)[:, :10]
+        truth_sims = np.take_along_axis(both_s, top, 1)
+        truth_ids = np.take_along_axis(both_i, top, 1)
+    recall = float(
+        np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth_ids, strict=True)])
+    )
+    # the baseline: exact IndexFlatIP over every vector, one thread (Replica before);
+    # above 2M vectors it would not fit in RAM: a chunked scan of the stored vectors
+    flat_times = []
+    if len(index.table) <= 2_000_000:
+        flat = faiss.IndexFlatIP(index.manifest.dim)
+        for _, block in index.table.blocks(262_144):
+            flat.add(np.ascontiguousarray(block))
+        for q in queries[:50]:
+            t = time.perf_counter()
+            flat.search(q[None, :], 64)
+            flat_times.append(time.perf_counter() - t)
+        del flat
+    else:
+        for q in queries[:3]:
+            t = time.perf_counter()
+            for _, block in index.table.blocks(262_144):
+                np.argpartition(-(block @ q), 64)[:64]
+            flat_times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1000
+    flat_ms = np.array(flat_times) * 1000
+    return {
+        "search": "approximate" if index.manifest.ann else "exact",
+        "index": index.manifest.faiss_type,
+        "open_s": round(open_s, 2),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "recall_at_10": round(recall, 4),
+        "rss_after_open_gb": round(rss_open / 1e9, 2),
+        "rss_after_queries_gb": round(rss / 1e9, 2),
+        "exact_flat_p50_ms": round(float(np.percentile(flat_ms, 50)), 2),
+        "speedup_vs_exact": round(float(np.percentile(flat_ms, 50) / np.percentile(ms, 50)), 1),
+    }
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def time_add(index_dir: Path, work: Path) -> dict[str, float]:
+    """Seconds to add 1,000 images, and to embed them alone (the overhead is the rest)."""
+    from lib.embedders import create_embedder
+    from lib.embedding import embed_files
+    from lib.index import add_to_index
+
+    images = write_photos(work / "new_photos", 1000, seed=7, quality=85)
+    model = create_embedder("sscd")
+    t = time.perf_counter()
+    embed_files(images, model)
+    embed_s = time.perf_counter() - t
+    t = time.perf_counter()
+    add_to_index(index_dir, work / "new_photos")
+    add_s = time.perf_counter() - t
+    return {"embed_s": round(embed_s, 1), "add_s": round(add_s, 1),
+            "overhead_s": round(add_s - embed_s, 1)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--memory", default="4GB")
+    parser.add_argument("--add", action="store_true", help="time adding 1,000 images")
+    parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
+    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure_queries(*args.measure)))
+        return
+
+    from lib.index.importer import import_embeddings
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ann_scale_"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    try:
+        for n in args.sizes:
+            emb = work / f"emb_{n}"
+            shutil.rmtree(emb, ignore_errors=True)
+            queries = write_embeddings(emb, n)
+            np.save(work / f"queries_{n}.npy", queries)
+            out = work / f"index_{n}"
+            t = time.perf_counter()
+            import_embeddings(emb, out, embedder="sscd", memory=args.memory)
+            build_s = time.perf_counter() - t
+            shutil.rmtree(emb, ignore_errors=True)
+            measured = subprocess.run(
+                [sys.executable, __file__, "--measure", str(out), str(work / f"queries_{n}.npy")],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            row = {
+                "vectors": n,
+                "import_s": round(build_s, 1),
+                "disk_gb": round(folder_bytes(out) / 1e9, 2),
+                **json.loads(measured.stdout.strip().splitlines()[-1]),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        if args.add:
+            largest = work / f"index_{max(args.sizes)}"
+            add = time_add(largest, work)
+            print(json.dumps({"add_1000_images_to": max(args.sizes), **add}), flush=True)
+            rows.append({"add_1000_images_to": max(args.sizes), **add})
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"memory": args.memory, "rows": rows}, indent=2) + "\n")
+    print(f"written: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
