@@ -13,10 +13,10 @@ from lib.evidence.case import Case, CaseError, check_name, new_case_name
 from lib.evidence.document import verdict_words
 from lib.evidence.finding import Finding
 from pages.case_ui import CASE_KEY, case_store, current_case_name, render_document
-from pages.common import show_error, verdict_badge
+from pages.common import leave_folder_mode, show_error, verdict_badge
 
+# st.session_state key: (case name, its last update, PDF bytes, HTML bytes) of the export
 EXPORT_KEY = "case_export"
-"""st.session_state key: (case name, its last update, PDF bytes, HTML bytes)."""
 
 
 def picture(finding: Finding, name: str) -> Image.Image | None:
@@ -116,6 +116,7 @@ def show_export(case: Case) -> None:
         )
 
 
+leave_folder_mode()  # a first visit straight to /case runs again under app.py
 st.header("Case: collect findings, write notes, export them")
 store = case_store()
 name = current_case_name()

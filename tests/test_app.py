@@ -13,6 +13,7 @@ PAGES = {
     "pages/search.py": "Search",
     "pages/distributions.py": "Distributions",
     "pages/generate.py": "Generate",
+    "pages/case.py": "Case",
     "pages/map.py": "Map",
     "pages/duplicates.py": "Duplicates",
     "pages/benchmark.py": "Benchmark",

@@ -27,7 +27,7 @@ from lib.index import is_index, open_index
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-artifacts" / "screenshots"
-PAGES = ["search", "distributions", "generate", "map", "duplicates", "benchmark", "indexes"]
+PAGES = ["search", "distributions", "generate", "case", "map", "duplicates", "benchmark", "indexes"]
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() or not is_index(DEFAULT_INDEX),
