@@ -123,7 +123,12 @@ def _start_ray(ray: Any, address: str | None, workers: int | None) -> bool:
         from lib.embedders.base import usable_cores
 
         # "local": a new Ray of our own, even where RAY_ADDRESS names a cluster
-        ray.init(address="local", num_cpus=workers or usable_cores(), **quiet)
+        # (and quieter: its token-authentication notice is about clusters others join)
+        ray.init(
+            address="local",
+            num_cpus=workers or usable_cores(),
+            **quiet | {"logging_level": logging.ERROR},
+        )
         return True
     try:
         if address != "auto":
@@ -193,10 +198,12 @@ MAX_BLOCK_FILES = 1024
 
 def _block_files(total: int, pool: int, batch_size: int) -> int:
     """Files per block: whole model batches, at most MAX_BLOCK_FILES, and small enough
-    that every actor gets several blocks (so that none waits while another finishes)."""
+    that every actor gets several blocks (so that none waits while another finishes);
+    fewer than a batch when there are too few files to keep every actor busy."""
     per_actor = -(-total // (4 * pool))
-    batches = max(1, min(MAX_BLOCK_FILES, per_actor) // batch_size)
-    return batches * batch_size
+    if per_actor < batch_size:
+        return per_actor
+    return min(MAX_BLOCK_FILES, per_actor) // batch_size * batch_size
 
 
 def _to_embedded(
@@ -298,10 +305,10 @@ def _stream(
     ``(embedder, weights, batch_size)`` for :class:`_EmbedActor`."""
     from ray.data import ActorPoolStrategy
 
-    batch_size = actor_args[2]
-
     total, done, n_skipped = len(paths), 0, 0
     pool = _pool_size(ray, workers)
+    batch_size = actor_args[2]
+    block = _block_files(total, pool, batch_size)
     # absolute (not resolved: the actor resolves, as the local engine does) so that the
     # actors' working directory does not matter
     items = [
@@ -310,11 +317,11 @@ def _stream(
     try:
         with _data_context():  # a dataset keeps the context current at its creation
             dataset = ray.data.from_items(
-                items, override_num_blocks=-(-total // _block_files(total, pool, batch_size))
+                items, override_num_blocks=-(-total // block)
             ).map_batches(
                 _EmbedActor,
                 fn_constructor_args=actor_args,
-                batch_size=batch_size,
+                batch_size=min(batch_size, block),
                 batch_format="numpy",
                 compute=ActorPoolStrategy(size=pool),
                 **remote_args,
