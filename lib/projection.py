@@ -22,10 +22,10 @@ components and are seeded. A page draws at most :data:`MAX_DRAWN` points
 (:func:`drawn_positions`) over a density image of all of them (:func:`density_grid`).
 
 The folder is written beside itself under a temporary name and renamed into place.
-Index files are never touched; rewriting an index (build, add) replaces the whole index
-folder, which drops a projection that no longer matches it. A projection whose stamp
-differs from its index is ignored. Maps stored by earlier versions projected only a
-random subset (``Projection.subsampled``); they still load.
+Index files are never touched. A projection whose stamp differs from its index (an add
+or a rebuild since) is ignored, whether or not the write left it in the folder. Maps stored
+by earlier versions projected only a random subset (``Projection.subsampled``); they still
+load.
 """
 
 from __future__ import annotations
