@@ -22,6 +22,7 @@ _EXPORTS = {
     "search_images": "lib.search",
     "scan": "lib.replication",
     "find_duplicates": "lib.duplicates",
+    "find_contamination": "lib.duplicates",
     "project": "lib.projection",
     "prepare_openmoji": "lib.datasets",
     "prepare_default_data": "lib.defaults",
