@@ -177,7 +177,7 @@ def inside(index: ReplicaIndex, path: str) -> None:
     downloads = st.columns(3)
     downloads[0].download_button(
         f"Files to remove ({report.n_removable:,}) · CSV",
-        report.removal_csv_text(),
+        report.removal_csv_text,  # written when clicked: millions of rows cost nothing
         file_name=f"{stem}-remove.csv",
         mime="text/csv",
         key="dup_download_removal",
@@ -186,14 +186,14 @@ def inside(index: ReplicaIndex, path: str) -> None:
     )
     downloads[1].download_button(
         "All clusters · CSV",
-        report.csv_text(),
+        report.csv_text,
         file_name=f"{stem}.csv",
         mime="text/csv",
         key="dup_download_csv",
     )
     downloads[2].download_button(
         "All clusters · JSON",
-        report.json_text(),
+        report.json_text,
         file_name=f"{stem}.json",
         mime="application/json",
         key="dup_download_json",
@@ -278,7 +278,7 @@ def show_contamination(
         return
     st.download_button(
         f"Images found in {other_name} ({len(report.matches):,} pairs) · CSV",
-        report.csv_text(),
+        report.csv_text,
         file_name=f"{name}-in-{other_name}-{threshold:.2f}.csv",
         mime="text/csv",
         key="dup_download_against",
