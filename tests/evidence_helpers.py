@@ -14,11 +14,11 @@ from tests.synthetic import scene, write_scenes
 PDFTOPPM = shutil.which("pdftoppm")
 
 
-def small_index(root: Path, seeds: range = range(24)) -> tuple[Path, Path]:
-    """An sscd-distilled index of synthetic scenes under ``root`` and a query that copies
-    scene 5 (turned 3 degrees): (index folder, query file)."""
+def small_index(root: Path, seeds: range = range(24), name: str = "idx") -> tuple[Path, Path]:
+    """An sscd-distilled index of synthetic scenes, ``root/name``, and a query that copies
+    scene 5 (turned 3 degrees) when the seeds hold it: (index folder, query file)."""
     write_scenes(root / "train", seeds)
-    index = build_index(root / "train", root / "idx", embedder="sscd-distilled").index.path
+    index = build_index(root / "train", root / name, embedder="sscd-distilled").index.path
     query = root / "queries" / "my_generation.png"
     query.parent.mkdir(parents=True, exist_ok=True)
     scene(5).rotate(3, fillcolor=(255, 255, 255)).save(query)

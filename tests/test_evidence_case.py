@@ -4,6 +4,7 @@ restart, atomic writes, one export with a summary table first; a scan as a repor
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ needs_pdftoppm = pytest.mark.skipif(not PDFTOPPM, reason="needs pdftoppm (popple
 @pytest.fixture(scope="module")
 def two_indexes(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, Path]]:
     root = tmp_path_factory.mktemp("case")
-    return [small_index(root / "a"), small_index(root / "b", range(40, 64))]
+    return [
+        small_index(root / "a", name="scenes-a"),
+        small_index(root / "b", range(40, 64), name="scenes-b"),
+    ]
 
 
 def test_a_case_keeps_findings_and_notes_across_a_restart(
@@ -34,7 +38,7 @@ def test_a_case_keeps_findings_and_notes_across_a_restart(
         store.add_finding(name, finding)
     store.set_note(name, 1, "against the second collection")
     reopened = CaseStore(tmp_path / "cases").load(name)  # a new process
-    assert [f.index.name for f in reopened.findings] == ["idx", "idx"]
+    assert [f.index.name for f in reopened.findings] == ["scenes-a", "scenes-b"]
     assert reopened.findings[0].index.path != reopened.findings[1].index.path
     assert reopened.findings[1].note == "against the second collection"
     assert reopened.findings[0].picture("query") is not None, "pictures are kept"
@@ -82,6 +86,13 @@ def test_a_case_exports_as_one_pdf_and_html_with_a_summary_first(
     report = verify_document(pdf)
     assert report.ok, report.lines()
     assert len(report.findings) == 2
+    # the checker's copies of both indexes, matched to their findings by folder name
+    moved = [tmp_path / "checker" / path.name for path, _ in two_indexes]
+    for (path, _), copy in zip(two_indexes, moved, strict=True):
+        shutil.copytree(path, copy)
+    done = run_cli("verify", str(pdf), "--index", str(moved[0]), "--index", str(moved[1]))
+    assert done.returncode == 0, done.stdout
+    assert "VERIFIED: all 12 checks pass" in done.stdout
 
 
 @needs_pdftoppm

@@ -2,7 +2,7 @@
 
     report INDEX_DIR QUERY [--match ID] [--top-k 5] [--false-alarm-rate R] [--regions]
            --out FILE.pdf|FILE.html|FILE.json
-    verify REPORT.(pdf|html|json) [--index INDEX_DIR] [--query FILE]
+    verify REPORT.(pdf|html|json) [--index INDEX_DIR]... [--query FILE]
 
 ``verify`` exits 0 only when every check passes, 1 when one differs, 2 for a file that is
 not a Replica report.
@@ -87,6 +87,11 @@ def register(sub: Any) -> None:
         "verify", help="re-run a report's findings and check files, index, model and scores"
     )
     verify.add_argument("report", help="REPORT.pdf, REPORT.html or REPORT.json")
-    verify.add_argument("--index", help="the index folder on this machine (default: recorded)")
+    verify.add_argument(
+        "--index",
+        action="append",
+        help="the index folder on this machine (default: the recorded path); repeat it for a "
+        "case against several indexes, each matched to its findings by folder name",
+    )
     verify.add_argument("--query", help="the query file (default: recorded path or embedded)")
     verify.set_defaults(func=cmd_verify)

@@ -8,7 +8,6 @@ The JSON read back is the record ``verify`` re-runs; the report pictures are lef
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
@@ -162,7 +161,7 @@ def read_document(path: str | os.PathLike[str]) -> Document:
         found = _SCRIPT.search(file.read_text(encoding="utf-8"))
         if not found:
             raise DocumentError(f"{file.name} holds no Replica record (it may have been re-saved)")
-        text = html.unescape(found.group(1)) if "&quot;" in found.group(1) else found.group(1)
+        text = found.group(1)
     elif suffix == ".pdf":
         text = _pdf_attachment(file)
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,15 +297,29 @@ def verify_finding(
     return out
 
 
+def index_for(
+    finding: Finding, index_paths: Sequence[str | os.PathLike[str]], *, one_index: bool
+) -> str | os.PathLike[str] | None:
+    """Which of the checker's ``index_paths`` stands for the finding's index: the one whose
+    folder has the recorded index's name; else, when the report used ``one_index`` and one
+    path is given, that one; else None (the recorded path)."""
+    named = [p for p in index_paths if Path(p).name == finding.index.name]
+    if named:
+        return named[0]
+    return index_paths[0] if one_index and len(index_paths) == 1 else None
+
+
 def verify_document(
     path: str | os.PathLike[str],
     *,
-    index_path: str | os.PathLike[str] | None = None,
+    index_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
     query_path: str | os.PathLike[str] | None = None,
     tolerance: float = TOLERANCE,
 ) -> VerifyReport:
     """Verify every finding of a report (.pdf, .html or .json), the most-copied generations
-    of its scans included.
+    of its scans included. ``index_path``: the index folder(s) on this machine, matched to
+    findings by folder name (:func:`index_for`); ``query_path``: the query file, for a
+    report of one finding.
 
     Raises:
         DocumentError: not a Replica report; OSError: the file cannot be read.
@@ -312,12 +327,19 @@ def verify_document(
     document = read_document(path)
     report = VerifyReport(source=Path(path).name)
     cache: dict[str, tuple[ReplicaIndex, Embedder]] = {}
+    if index_path is None:
+        paths: list[str | os.PathLike[str]] = []
+    elif isinstance(index_path, str | os.PathLike):
+        paths = [index_path]
+    else:
+        paths = list(index_path)
     findings = list(document.findings) + [f for s in document.scans for f in s.findings]
+    one_index = len({f.index.path for f in findings}) == 1
     for finding in findings:
         report.findings.append(
             verify_finding(
                 finding,
-                index_path=index_path,
+                index_path=index_for(finding, paths, one_index=one_index),
                 query_path=query_path if len(findings) == 1 else None,
                 tolerance=tolerance,
                 cache=cache,
