@@ -237,3 +237,23 @@ def test_verify_says_what_is_not_a_report(tmp_path: Path) -> None:
     blank.write_bytes((tmp_path / "empty.pdf").read_bytes())
     done = run_cli("verify", str(blank))
     assert done.returncode == 1 and "holds no finding" in done.stdout
+
+
+def test_verify_reads_a_tampered_html_record(planted: tuple[Path, Path], tmp_path: Path) -> None:
+    """Someone edits the score inside the HTML's embedded record: verify re-runs and refuses."""
+    index, query = planted
+    out = tmp_path / "report.html"
+    assert run_cli("report", str(index), str(query), "--out", str(out)).returncode == 0
+    page = out.read_text(encoding="utf-8")
+    recorded = read_document(out).findings[0].match.score
+    pattern = re.compile(r'("score": )' + re.escape(repr(recorded)))
+    assert len(pattern.findall(page)) >= 1
+    out.write_text(pattern.sub(r"\g<1>0.99", page), encoding="utf-8")
+    done = run_cli("verify", str(out))
+    assert done.returncode == 1 and "FAIL  scores [scores differ]" in done.stdout
+
+
+def test_the_facade_exports_reports_and_verify() -> None:
+    import lib
+
+    assert lib.make_finding is make_finding and callable(lib.verify_document)

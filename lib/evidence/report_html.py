@@ -25,6 +25,7 @@ h1{font-size:1.6em}h2{border-top:2px solid #ddd;padding-top:.8em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 8px;
 vertical-align:top;text-align:left}th{background:#f2f2f2}
 .pair{display:flex;gap:16px;align-items:flex-end}.pair figure{margin:0}
+.pair img{height:280px;width:auto;max-width:100%;object-fit:contain}
 figcaption{font-size:.85em;color:#555}code{background:#f5f5f5;padding:2px 4px;word-break:break-all}
 .verdict{font-weight:bold;padding:2px 8px;border-radius:4px;color:white}
 .copy{background:#c0392b}.similar{background:#d68910}.none{background:#1e8449}

@@ -80,6 +80,20 @@ class _Layout:
         scale = min(max_w / w, max_h / h)
         return Image(io.BytesIO(data), width=w * scale, height=h * scale)
 
+    def same_height(self, pictures: list[str | None], max_w: float, max_h: float) -> list[Any]:
+        """Pictures (base64 PNG) drawn at one common height: the tallest at which each fits
+        ``max_w`` points wide, at most ``max_h``."""
+        from PIL import Image as PILImage
+
+        sizes = [
+            PILImage.open(io.BytesIO(base64.b64decode(b))).size if b else (1, 1) for b in pictures
+        ]
+        height = min([max_h] + [max_w * h / w for w, h in sizes])
+        return [
+            self.image(b, max_w, height) if b else self.p("(picture not available)", self.small)
+            for b in pictures
+        ]
+
     def rows(self, rows: Rows) -> Any:
         return self.table(
             [[self.p(k, self.small), self.p(v, self.small)] for k, v in rows],
@@ -132,7 +146,7 @@ def _finding(lay: _Layout, finding: Finding, number: int | None) -> list[Any]:
     half = lay.width / 2 - 6
     pair = Table(
         [
-            [lay.image(pics.get("query"), half, 170), lay.image(pics.get("match"), half, 170)],
+            lay.same_height([pics.get("query"), pics.get("match")], half, 170),
             [
                 lay.p(f"query: {finding.query.name}", lay.small),
                 lay.p(f"training image #{m.id}: {m.caption or m.name}", lay.small),
