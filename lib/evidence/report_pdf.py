@@ -59,8 +59,11 @@ class _Layout:
         )
         self.small = ParagraphStyle("small", self.body, fontSize=7.5, leading=9.5)
         self.h1 = ParagraphStyle("h1", base["Heading1"], fontName=bold, fontSize=16)
-        self.h2 = ParagraphStyle("h2", base["Heading2"], fontName=bold, fontSize=13)
-        self.h3 = ParagraphStyle("h3", base["Heading3"], fontName=bold, fontSize=10.5)
+        # a heading never ends a page: it keeps with what follows it
+        self.h2 = ParagraphStyle("h2", base["Heading2"], fontName=bold, fontSize=13, keepWithNext=1)
+        self.h3 = ParagraphStyle(
+            "h3", base["Heading3"], fontName=bold, fontSize=10.5, keepWithNext=1
+        )
         self.width = 0.0
 
     def p(self, text: str, style: Any = None) -> Any:
@@ -294,7 +297,7 @@ def _layout_pdf(document: Document) -> bytes:
             lay.grid(
                 summary_header(),
                 summary_rows(document),
-                [0.05, 0.17, 0.13, 0.22, 0.12, 0.1, 0.08, 0.13],
+                [0.04, 0.14, 0.15, 0.2, 0.11, 0.11, 0.08, 0.17],
             ),
         ]
     many = len(document.findings) + len(document.scans) > 1
