@@ -24,6 +24,9 @@ ray = pytest.importorskip("ray", reason="ray[data] is in requirements.txt")
 
 ODD_NAME = b"caf\xe9.png"  # not valid UTF-8
 
+# Ray Data's own DataContext warns about its deprecated fields whenever it is copied
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
