@@ -172,6 +172,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--memory", default="4GB")
     parser.add_argument("--add", action="store_true", help="time adding 1,000 images")
+    parser.add_argument(
+        "--exact-limit", type=int, help="approximate search from this many vectors (measuring it)"
+    )
+    parser.add_argument("--out", default=str(RESULTS), help="results file")
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,7 +183,11 @@ def main() -> None:
         print(json.dumps(measure_queries(*args.measure)))
         return
 
+    import lib.index.builder
     from lib.index.importer import import_embeddings
+
+    if args.exact_limit is not None:
+        lib.index.builder.EXACT_LIMIT = args.exact_limit
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ann_scale_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -215,9 +223,10 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"memory": args.memory, "rows": rows}, indent=2) + "\n")
-    print(f"written: {RESULTS}")
+    out_file = Path(args.out)
+    out_file.parent.mkdir(exist_ok=True)
+    out_file.write_text(json.dumps({"memory": args.memory, "rows": rows}, indent=2) + "\n")
+    print(f"written: {out_file}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ MAX_SEGMENTS = 16
 """``add`` merges segments when an index has more than this many."""
 MERGE_ROWS = 1_000_000
 """Merged segments grow up to this many rows."""
+SMALL_SEGMENT = MERGE_ROWS // 4
+"""Segments under this many rows are merged; larger ones are never rewritten (so
+compacting a 10M-image import does not copy it)."""
 ANN_DIR = "ann"
 ENGINES = ("local", "ray")
 
@@ -420,11 +423,11 @@ def compact_index(
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
 ) -> ReplicaIndex:
-    """Merge small segments (up to :data:`MERGE_ROWS` rows) and bring every row into the
-    approximate index (or build one, above :data:`lib.index.ann.EXACT_LIMIT` rows), then
-    commit; files no manifest names any more are removed afterwards. A format-1 index
-    is upgraded. ``memory``: budget of a new approximate index (default: the one it was
-    built with, else 4GB).
+    """Merge runs of small segments (:func:`_merge_groups`: large ones are never
+    rewritten) and bring every row into the approximate index (or build one, above
+    :data:`lib.index.ann.EXACT_LIMIT` rows), then commit; files no manifest names any
+    more are removed afterwards. A format-1 index is upgraded. ``memory``: budget of a
+    new approximate index (default: the one it was built with, else 4GB).
 
     Raises:
         IndexNotFound, IndexWriteError, IndexLocked: as in :func:`add_to_index`.
@@ -441,7 +444,7 @@ def compact_index(
         if current.manifest.format < INDEX_FORMAT:
             current = _upgrade(current, progress)
         manifest = current.manifest
-        _merge_segments(root, manifest, progress, everything=True)
+        _merge_segments(root, manifest, progress)
         budget = memory or (manifest.ann or {}).get("memory") or DEFAULT_MEMORY
         _finish(root, manifest, memory=budget, progress=progress, index_all=True, refit=False)
         _remove_unlisted(root, manifest)
@@ -502,31 +505,36 @@ def _upgrade(
     return _load(root, recalibrate=False)
 
 
-def _merge_segments(
-    root: Path, manifest: IndexManifest, progress: ProgressCallback | None, everything: bool = False
-) -> None:
-    """Merge runs of consecutive segments into segments of up to :data:`MERGE_ROWS` rows
-    (row order, and so row ids, are kept) and commit. Without ``everything``, only the
-    segments after the last one already at :data:`MERGE_ROWS` // 4 rows or more."""
+def _merge_groups(infos: list[SegmentInfo]) -> list[list[int]]:
+    """Segment positions grouped for merging: each run of consecutive small segments
+    (under :data:`SMALL_SEGMENT` rows) in groups of up to :data:`MERGE_ROWS` rows; a large
+    segment is a group of its own and is never rewritten."""
+    groups: list[list[int]] = []
+    rows = 0
+    for i, info in enumerate(infos):
+        small = info.rows < SMALL_SEGMENT
+        previous_small = bool(groups) and infos[groups[-1][-1]].rows < SMALL_SEGMENT
+        if small and previous_small and rows + info.rows <= MERGE_ROWS:
+            groups[-1].append(i)
+            rows += info.rows
+        else:
+            groups.append([i])
+            rows = info.rows
+    return groups
+
+
+def _merge_segments(root: Path, manifest: IndexManifest, progress: ProgressCallback | None) -> None:
+    """Merge runs of small consecutive segments (:func:`_merge_groups`) and commit; row
+    order, and so row ids and the approximate index, are kept. Nothing to merge: no-op."""
     infos = [SegmentInfo.from_dict(d) for d in manifest.segments]
-    if len(infos) < 2:
+    groups = _merge_groups(infos)
+    if all(len(g) == 1 for g in groups):
         return
     index = _load(root, recalibrate=False)
     table = index.table
     assert table is not None
-    groups: list[list[int]] = [[]]
-    rows = 0
-    for i, info in enumerate(infos):
-        if groups[-1] and rows + info.rows > MERGE_ROWS:
-            groups.append([])
-            rows = 0
-        groups[-1].append(i)
-        rows += info.rows
-    if all(len(g) == 1 for g in groups):
-        return
     merged: list[dict[str, Any]] = []
     frame = _stored_metadata(index)
-    done = 0
     for group in groups:
         first, last = int(table.offsets[group[0]]), int(table.offsets[group[-1] + 1])
         if len(group) == 1:
@@ -537,8 +545,7 @@ def _merge_segments(
             dtype = "float16" if all(infos[g].dtype == "float16" for g in group) else "float32"
             vectors = table[np.arange(first, last)]
             merged.append(write_segment(root, vectors, part, raw, dtype=dtype).to_dict())
-        done = last
-        report(progress, done, manifest.count, "merging segments")
+        report(progress, last, manifest.count, "merging segments")
     manifest.segments = merged
     commit_manifest(root, manifest)
 
