@@ -20,8 +20,8 @@ and the ratio range / knn. Absolute times on a shared 2-core machine are noise; 
 ratio measured in the same run.
 
     .venv/bin/python benchmarks/duplicates_scale.py [--sizes 20000,100000] [--k 16]
-    .venv/bin/python benchmarks/duplicates_scale.py --sizes 1000000 --range-rows 10000 \
-        --out benchmarks/results/duplicates_scale_1m.json
+    .venv/bin/python benchmarks/duplicates_scale.py --sizes 300000 --range-rows 10000 \
+        --out benchmarks/results/duplicates_scale_300k.json
 """
 
 from __future__ import annotations
