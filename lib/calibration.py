@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from lib.index.flat import search_flat
 from lib.progress import ProgressCallback
 
 NEIGHBOURS = 64
@@ -229,6 +228,14 @@ def _share_at_or_below(sorted_values: list[float], x: float) -> float:
     return float(np.searchsorted(np.asarray(sorted_values), x, side="right")) / len(sorted_values)
 
 
+def _search(faiss_index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lib.index.flat.search_flat`, imported here: the index package imports this
+    module (its builder fits calibrations), so importing it at the top would be a circle."""
+    from lib.index.flat import search_flat
+
+    return search_flat(faiss_index, queries, k)
+
+
 def families(
     faiss_index: Any,
     vectors: np.ndarray,
@@ -256,7 +263,7 @@ def families(
         todo = sorted({i for f in frontier for i in f if i not in linked})
         for start in range(0, len(todo), 1024):
             chunk = np.array(todo[start : start + 1024])
-            sims, ids = search_flat(faiss_index, np.ascontiguousarray(vectors[chunk]), k)
+            sims, ids = _search(faiss_index, np.ascontiguousarray(vectors[chunk]), k)
             for j, i in enumerate(chunk):
                 linked[int(i)] = ids[j][(ids[j] >= 0) & (sims[j] >= family_cosine)]
         for m, members in enumerate(found):
@@ -310,7 +317,7 @@ def fit_calibration(
     rows = rng.choice(n, size=min(sample, n), replace=False)
     family = families(faiss_index, vectors, rows, base.family_cosine, max_size=family_max)
     k = min(n, NEIGHBOURS + max(len(f) for f in family) + 16)
-    sims, ids = search_flat(faiss_index, np.ascontiguousarray(vectors[rows]), k)
+    sims, ids = _search(faiss_index, np.ascontiguousarray(vectors[rows]), k)
     null_cal, null_raw, shortlists = [], [], []
     for j in range(len(rows)):
         valid = ids[j] >= 0
