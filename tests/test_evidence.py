@@ -51,6 +51,10 @@ def test_report_pdf_shows_the_pictures_scores_and_identities(
 
     reader = PdfReader(out)
     assert len(reader.pages[0].images) >= 3, "query, match and the strip of next matches"
+    pictures = sum(len(page.images) for page in reader.pages)
+    assert pictures == 6, "query, match, strip, difference, regions and the null"
+    for png in pages:
+        assert Image.open(png).convert("L").getextrema()[0] < 100, f"{png.name} is blank"
     text = "\n".join(page.extract_text() for page in reader.pages)
     finding = read_document(out).findings[0]
     for needed in (

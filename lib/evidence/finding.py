@@ -267,8 +267,8 @@ def match_record(
 ) -> MatchRecord:
     """The record of ``match`` (the first match of ``result``), with its file's SHA-256
     (the index's stored hash when the file cannot be read)."""
-    row = index.row(row_of(index, match.id))
-    path = index.file_path(row_of(index, match.id))
+    i = row_of(index, match.id)
+    row, path = index.row(i), index.file_path(i)
     try:
         digest, available = sha256_file(path), True
     except OSError:
