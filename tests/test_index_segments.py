@@ -244,6 +244,11 @@ def test_approximate_search_reports_exact_scores_and_high_recall(
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)])
     assert recall >= 0.95
     assert index.calibration.is_fitted
+    # a writer's lazily opened snapshot keeps its approximate index even if a compaction
+    # removes the file before the first search
+    lazy = _load(index.path, lazy=True)
+    (index.path / str(index.manifest.ann["file"])).unlink()
+    np.testing.assert_array_equal(lazy.search_vectors(queries[:5], 10)[1], ids[:5])
 
 
 def test_memory_budget_is_read_and_enforced() -> None:

@@ -185,7 +185,7 @@ def build_index(
         _finish(stage, manifest, memory=memory, progress=progress, index_all=True)
         _remove_unlisted(stage, manifest)  # what a killed run had half-written
         _swap_into_place(stage, dest)
-    return BuildReport(index=_load(dest), added=manifest.count, skipped=skipped)
+    return BuildReport(index=_load(dest, lazy=True), added=manifest.count, skipped=skipped)
 
 
 def _resumable(stage: Path, model: Embedder, digest: str) -> IndexManifest | None:
@@ -198,7 +198,7 @@ def _resumable(stage: Path, model: Embedder, digest: str) -> IndexManifest | Non
     if not is_index(stage):
         log.warning("no interrupted build to resume at %s; starting a new build", stage)
         return None
-    manifest = _load(stage, recalibrate=False).manifest
+    manifest = _load(stage, recalibrate=False, lazy=True).manifest
     if not manifest.build:
         return None
     if manifest.build.get("files_sha256") != digest:
@@ -226,7 +226,7 @@ def _files_digest(files: list[Path]) -> str:
 def _known_hashes(root: Path, manifest: IndexManifest) -> set[str]:
     if not manifest.count:
         return set()
-    frame = _load(root, recalibrate=False).metadata
+    frame = _load(root, recalibrate=False, lazy=True).metadata
     return {h for h in frame["sha256"].tolist() if h}
 
 
@@ -367,11 +367,13 @@ def add_to_index(
     root = Path(index_dir).expanduser().resolve()
     _recover_interrupted_swap(root)
     if not is_index(root):
-        _load(root, recalibrate=False)  # raises IndexNotFound before waiting for anything
+        _load(
+            root, recalibrate=False, lazy=True
+        )  # raises IndexNotFound before waiting for anything
     files, label = _collect(images)
     with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
         _restore_old(root)
-        current = _load(root, recalibrate=False)
+        current = _load(root, recalibrate=False, lazy=True)
         if current.manifest.format < INDEX_FORMAT:
             current = _upgrade(current, progress)
         _remove_unlisted(root, current.manifest)
@@ -411,7 +413,9 @@ def add_to_index(
         refit = manifest.count < EXACT_LIMIT or added * 10 >= before
         manifest.versions = _versions()
         _finish(root, manifest, progress=progress, index_all=False, refit=refit)
-    return BuildReport(index=_load(root, recalibrate=False), added=added, skipped=skipped)
+    return BuildReport(
+        index=_load(root, recalibrate=False, lazy=True), added=added, skipped=skipped
+    )
 
 
 # ---------------------------------------------------------------- compact, upgrade
@@ -437,10 +441,10 @@ def compact_index(
         parse_memory(memory)
     _recover_interrupted_swap(root)
     if not is_index(root):
-        _load(root, recalibrate=False)
+        _load(root, recalibrate=False, lazy=True)
     with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
         _restore_old(root)
-        current = _load(root, recalibrate=False)
+        current = _load(root, recalibrate=False, lazy=True)
         if current.manifest.format < INDEX_FORMAT:
             current = _upgrade(current, progress)
         manifest = current.manifest
@@ -448,7 +452,7 @@ def compact_index(
         budget = memory or (manifest.ann or {}).get("memory") or DEFAULT_MEMORY
         _finish(root, manifest, memory=budget, progress=progress, index_all=True, refit=False)
         _remove_unlisted(root, manifest)
-    return _load(root, recalibrate=False)
+    return _load(root, recalibrate=False, lazy=True)
 
 
 def upgrade_index(
@@ -468,10 +472,10 @@ def upgrade_index(
     root = Path(index_dir).expanduser().resolve()
     _recover_interrupted_swap(root)
     if not is_index(root):
-        _load(root, recalibrate=False)
+        _load(root, recalibrate=False, lazy=True)
     with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
         _restore_old(root)
-        current = _load(root, recalibrate=False)
+        current = _load(root, recalibrate=False, lazy=True)
         if current.manifest.format < INDEX_FORMAT:
             current = _upgrade(current, progress, memory)
     return current
@@ -502,7 +506,7 @@ def _upgrade(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     log.info("upgraded %s to index format %d", root, INDEX_FORMAT)
-    return _load(root, recalibrate=False)
+    return _load(root, recalibrate=False, lazy=True)
 
 
 def _merge_groups(infos: list[SegmentInfo]) -> list[list[int]]:
@@ -530,7 +534,7 @@ def _merge_segments(root: Path, manifest: IndexManifest, progress: ProgressCallb
     groups = _merge_groups(infos)
     if all(len(g) == 1 for g in groups):
         return
-    index = _load(root, recalibrate=False)
+    index = _load(root, recalibrate=False, lazy=True)
     table = index.table
     assert table is not None
     merged: list[dict[str, Any]] = []
@@ -572,7 +576,7 @@ def _finish(
     manifest.versions = _versions()
     commit_manifest(root, manifest)
     if refit:
-        index = _load(root, recalibrate=False)
+        index = _load(root, recalibrate=False, lazy=True)
         table: Any = index.table if index.table is not None else index.vectors()
         manifest.calibration = fit_calibration(
             index.faiss, table, paths=index.file_paths(), progress=_calibrating(progress)
@@ -592,7 +596,7 @@ def _update_ann(
         manifest.faiss_type = "IndexFlatIP"
         return
     commit_manifest(root, manifest)  # the segments as they are, so _load sees them
-    index = _load(root, recalibrate=False)
+    index = _load(root, recalibrate=False, lazy=True)
     table = index.table
     assert table is not None
     previous = manifest.ann
@@ -668,10 +672,10 @@ def calibrate_index(
     root = Path(index_dir).expanduser().resolve()
     _recover_interrupted_swap(root)
     if not is_index(root):
-        _load(root, recalibrate=False)  # raises IndexNotFound
+        _load(root, recalibrate=False, lazy=True)  # raises IndexNotFound
     with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
         _restore_old(root)
-        index = _load(root, recalibrate=False)
+        index = _load(root, recalibrate=False, lazy=True)
         calibration = index._fit_calibration(align=True, progress=progress)
         index.manifest.calibration = calibration.to_dict()
         index.manifest.updated = _now()

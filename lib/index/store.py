@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,16 +94,15 @@ class ReplicaIndex:
         table: SegmentVectors | None = None,
         *,
         recalibrate: bool = True,
+        make_searcher: Callable[[], Any] | None = None,
     ):
         self.path = path
         self.manifest = manifest
         self.metadata = metadata
-        self.faiss = faiss_index
-        """What searches: an exact ``IndexFlatIP`` (format 1, and format 2 below
-        :data:`lib.index.ann.EXACT_LIMIT`), else a :class:`lib.index.ann.SegmentSearch`
-        (approximate shortlist, exact scores); both answer ``search(queries, k)``."""
+        self._faiss = faiss_index
         self.table = table
         """Format 2: the vectors of every segment, memory-mapped, in row order."""
+        self._make_searcher = make_searcher
         self.raw_paths: dict[int, bytes] = dict(raw_paths or {})
         """Row -> raw path bytes, for the rows whose file name is not valid UTF-8 (their
         ``metadata["path"]`` is the readable form); see :meth:`file_path`."""
@@ -134,8 +134,18 @@ class ReplicaIndex:
         )
 
     @property
+    def faiss(self) -> Any:
+        """What searches: an exact ``IndexFlatIP`` (format 1, and format 2 below
+        :data:`lib.index.ann.EXACT_LIMIT`), else a :class:`lib.index.ann.SegmentSearch`
+        (approximate shortlist, exact scores); both answer ``search(queries, k)``.
+        Writers open an index without it and it is made on first use."""
+        if self._faiss is None and self._make_searcher is not None:
+            self._faiss = self._make_searcher()
+        return self._faiss
+
+    @property
     def count(self) -> int:
-        return int(self.faiss.ntotal)
+        return len(self.metadata)
 
     @property
     def embedder_name(self) -> str:
@@ -281,9 +291,10 @@ def open_index(path: str | os.PathLike[str]) -> ReplicaIndex:
     return _load(root)
 
 
-def _load(root: Path, *, recalibrate: bool = True) -> ReplicaIndex:
-    """Open ``root``; ``recalibrate=False`` (writers) skips refitting an outdated
-    calibration in memory."""
+def _load(root: Path, *, recalibrate: bool = True, lazy: bool = False) -> ReplicaIndex:
+    """Open ``root``; ``recalibrate=False`` skips refitting an outdated calibration in
+    memory; ``lazy`` (writers, who hold the lock, so nothing changes under them) makes
+    the searcher only when it is first used."""
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise IndexNotFound(
@@ -302,7 +313,7 @@ def _load(root: Path, *, recalibrate: bool = True) -> ReplicaIndex:
         if manifest.format == 1:
             return _load_format1(root, manifest, recalibrate)
         try:
-            return _load_segments(root, manifest, recalibrate)
+            return _load_segments(root, manifest, recalibrate, lazy)
         except FileNotFoundError:
             if attempt + 1 == OPEN_RETRIES:
                 raise IndexNotFound(
@@ -329,7 +340,9 @@ def _load_format1(root: Path, manifest: IndexManifest, recalibrate: bool) -> Rep
     return ReplicaIndex(root, manifest, metadata, faiss_index, raw_paths, recalibrate=recalibrate)
 
 
-def _load_segments(root: Path, manifest: IndexManifest, recalibrate: bool) -> ReplicaIndex:
+def _load_segments(
+    root: Path, manifest: IndexManifest, recalibrate: bool, lazy: bool = False
+) -> ReplicaIndex:
     """Open a format-2 index. Raises FileNotFoundError when a named segment is gone
     (the caller reads the manifest again), IndexNotFound when it is damaged."""
     infos = [SegmentInfo.from_dict(d) for d in manifest.segments]
@@ -354,13 +367,61 @@ def _load_segments(root: Path, manifest: IndexManifest, recalibrate: bool) -> Re
         else pd.DataFrame({c: pd.Series(dtype=object) for c in METADATA_COLUMNS})
     )
     raw_paths = pop_raw_paths(metadata)
+    if lazy:
+        make = _pinned_searcher(root, manifest, table)
+        return ReplicaIndex(
+            root, manifest, metadata, None, raw_paths, table, recalibrate=recalibrate,
+            make_searcher=make,
+        )  # fmt: skip
     searcher = _searcher(root, manifest, table)
     return ReplicaIndex(
         root, manifest, metadata, searcher, raw_paths, table, recalibrate=recalibrate
     )
 
 
-def _searcher(root: Path, manifest: IndexManifest, table: SegmentVectors) -> Any:
+def _pinned_searcher(
+    root: Path, manifest: IndexManifest, table: SegmentVectors
+) -> Callable[[], Any]:
+    """A function that makes this snapshot's searcher later. The approximate index file
+    is opened now and read through that descriptor, so a compaction that removes the
+    file meanwhile does not take it away (Linux ``/proc/self/fd``)."""
+    if not manifest.ann:
+        return lambda: _searcher(root, manifest, table)
+    path = root / str(manifest.ann["file"])
+    fd = os.open(path, os.O_RDONLY)
+    proc = Path(f"/proc/self/fd/{fd}")
+    closer = _FdCloser(fd)
+
+    def make() -> Any:
+        source = proc if proc.exists() else path
+        try:
+            return _searcher(root, manifest, table, ann_file=source)
+        finally:
+            closer.close()
+
+    make.closer = closer  # type: ignore[attr-defined]  # keeps the descriptor until used
+    return make
+
+
+class _FdCloser:
+    """Closes a file descriptor once, when asked or when garbage-collected."""
+
+    def __init__(self, fd: int):
+        self.fd: int | None = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _searcher(
+    root: Path, manifest: IndexManifest, table: SegmentVectors, ann_file: Path | None = None
+) -> Any:
     """Exact ``IndexFlatIP`` over every row, or, with an approximate index in the
     manifest, a :class:`SegmentSearch` (its rows approximate, the rest exact)."""
     import faiss
@@ -373,7 +434,7 @@ def _searcher(root: Path, manifest: IndexManifest, table: SegmentVectors) -> Any
     if not manifest.ann:
         return flat
     try:
-        ann = faiss.read_index(str(root / str(manifest.ann["file"])))
+        ann = faiss.read_index(str(ann_file or root / str(manifest.ann["file"])))
     except RuntimeError as exc:
         raise FileNotFoundError(str(exc)) from exc
     if ann.ntotal != covered:
