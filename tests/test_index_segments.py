@@ -27,6 +27,8 @@ from lib.index import (
 )
 from lib.index.ann import MemoryBudgetError, SegmentSearch, parse_memory, plan_ann
 from lib.index.importer import import_embeddings
+from lib.index.segments import SegmentInfo
+from lib.index.store import _load
 from tests.cli_runner import run_cli
 from tests.index_files import stored_metadata
 from tests.synthetic import write_scenes
@@ -298,3 +300,11 @@ def test_cli_compact_and_info_say_what_the_index_is(tmp_path: Path) -> None:
     bad = run_cli("index", "build", str(tmp_path / "a"), "--out", str(tmp_path / "x"),
                   "--embedder", "pixels", "--memory", "lots")  # fmt: skip
     assert bad.returncode == 2 and "not a memory size" in bad.stderr
+
+
+def test_merging_rewrites_only_runs_of_small_segments() -> None:
+    small, big = builder.SMALL_SEGMENT - 1, builder.SMALL_SEGMENT
+    infos = [SegmentInfo(f"s{i}", rows) for i, rows in enumerate([big, small, small, big, small])]
+    assert builder._merge_groups(infos) == [[0], [1, 2], [3], [4]]
+    many = [SegmentInfo(f"s{i}", builder.SMALL_SEGMENT // 2) for i in range(10)]
+    assert [len(g) for g in builder._merge_groups(many)] == [8, 2], "groups stop at MERGE_ROWS"
