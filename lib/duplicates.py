@@ -50,6 +50,10 @@ KEEP_RULES = {
 DEFAULT_KEEP_RULE = "most-linked"
 DEFAULT_NEIGHBOURS = 16
 """Neighbours searched per image: an image with more near-duplicates is linked to this many."""
+DUPLICATES_NPROBE = 16
+"""Lists probed per image by the approximate index (large indexes only): near-duplicates
+(cosine 0.85 and up) sit in the closest lists, so 16 find them (benchmarks/
+duplicates_scale.py) at a quarter of a query's cost; exact indexes ignore it."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,9 @@ def duplicate_pairs(
     kept = 0
     for start in range(0, n, chunk):
         rows = np.arange(start, min(n, start + chunk), dtype=np.int64)
-        sims, ids = index.search_vectors(index.get_vectors(rows), min(k + 1, n))
+        sims, ids = index.search_vectors(
+            index.get_vectors(rows), min(k + 1, n), nprobe=DUPLICATES_NPROBE
+        )
         hit = (sims >= np.float32(threshold)) & (ids >= 0) & (ids != rows[:, None])
         q, j = np.nonzero(hit)
         other = ids[q, j]
@@ -520,7 +526,9 @@ def find_contamination(
     hits = 0
     for start in range(0, n if other.count else 0, chunk):
         rows = np.arange(start, min(n, start + chunk), dtype=np.int64)
-        sims, ids = other.search_vectors(index.get_vectors(rows), min(k, other.count))
+        sims, ids = other.search_vectors(
+            index.get_vectors(rows), min(k, other.count), nprobe=DUPLICATES_NPROBE
+        )
         q, j = np.nonzero((sims >= np.float32(threshold)) & (ids >= 0))
         found.append((rows[q], ids[q, j], sims[q, j]))
         hits += len(set(rows[q].tolist()))

@@ -173,11 +173,16 @@ class ReplicaIndex:
             out[valid] = self.faiss.reconstruct_batch(unique)[inverse]
         return out.reshape(*ids.shape, self.manifest.dim)
 
-    def search_vectors(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search_vectors(
+        self, queries: np.ndarray, k: int, *, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: similarities (n, k) float32 and row ids (n, k) int64.
 
         When the index holds fewer than k vectors, missing places have id -1 and
-        similarity -inf.
+        similarity -inf. Every similarity is exact; above
+        :data:`lib.index.ann.EXACT_LIMIT` vectors the candidates come from the
+        approximate index, whose ``nprobe`` (lists probed) may be lowered for searches
+        that only want the closest neighbours (near-duplicates); exact indexes ignore it.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.manifest.dim:
@@ -185,7 +190,10 @@ class ReplicaIndex:
                 f"queries must have shape (n, {self.manifest.dim}), got {queries.shape}"
             )
         k = max(1, int(k))
-        sims, ids = search_flat(self.faiss, queries, k)
+        if nprobe is not None and isinstance(self.faiss, SegmentSearch):
+            sims, ids = self.faiss.search(queries, k, nprobe=nprobe)
+        else:
+            sims, ids = search_flat(self.faiss, queries, k)
         sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
         return sims, ids
 
