@@ -225,9 +225,12 @@ def main() -> None:
     try:
         for n in args.sizes:
             emb = work / f"emb_{n}"
-            shutil.rmtree(emb, ignore_errors=True)
-            queries = write_embeddings(emb, n)
-            np.save(work / f"queries_{n}.npy", queries)
+            shards = -(-n // SHARD)
+            complete = emb / "metadata" / f"metadata_{shards - 1}.parquet"
+            if not (complete.exists() and (work / f"queries_{n}.npy").exists()):  # --keep reuse
+                shutil.rmtree(emb, ignore_errors=True)
+                queries = write_embeddings(emb, n)
+                np.save(work / f"queries_{n}.npy", queries)
             out = work / f"index_{n}"
             t = time.perf_counter()
             import_embeddings(emb, out, embedder="sscd", memory=args.memory)

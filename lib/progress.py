@@ -50,6 +50,9 @@ def tqdm_progress(desc: str, unit: str = "img") -> Iterator[ProgressCallback]:
             started = True
             bar.reset(total=total or None)
             bar.initial = bar.n = bar.last_print_n = done
+        elif done < bar.n:
+            # a new phase (calibrating after embedding) counts from zero with its own rate
+            bar.reset(total=total or None)
         if total and bar.total != total:
             bar.total = total
             bar.refresh()

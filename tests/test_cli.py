@@ -133,3 +133,19 @@ def test_a_progress_bar_resumed_part_way_counts_its_eta_from_there(
     # 6,999 steps left at one step per 50 ms or more: at least 5 minutes, not the few
     # seconds a bar that counted the 3,000 resumed steps as done in this run would show
     assert int(minutes) * 60 + int(seconds) >= 300, last
+
+
+def test_a_progress_bar_starts_over_for_a_new_phase(capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    from lib.progress import tqdm_progress
+
+    with tqdm_progress("embedding") as progress:
+        progress(0, 100)
+        time.sleep(1.2)
+        progress(100, 100, "embedded")
+        progress(10, 2000, "calibrating verdicts")
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    # the calibration's clock starts at its own beginning: not 1 s into it, which would
+    # also make its rate and ETA those of the embedding (once: a negative rate)
+    assert "10/2000 [00:00<" in last, last

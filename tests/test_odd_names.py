@@ -167,3 +167,17 @@ def test_scan_of_generated_images_with_an_odd_name_writes_its_report(
     text = (tmp_path / "report" / "results.csv").read_text(encoding="utf-8")
     assert "caf\\xe9.png" in text, "the odd generated name is written readably"
     json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+
+
+def test_a_copy_of_an_odd_named_file_is_skipped_with_a_readable_reason(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    write_scenes(images, range(2))
+    _write_odd(images, 50, b"a\xe9.png")
+    _write_odd(images, 50, b"b\xe9.png")  # the same bytes: skipped as a duplicate of a\xe9
+    report = build_index(images, tmp_path / "idx", embedder="pixels")
+    assert report.added == 3
+    [skipped] = report.skipped
+    assert skipped.path.endswith("b\\xe9.png")
+    assert "a\\xe9.png" in skipped.reason and "same sha256" in skipped.reason
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["skipped"][0]["reason"] == skipped.reason

@@ -781,7 +781,13 @@ def _no_images_message(
 
 def _displayable(skipped: list[SkippedFile]) -> list[SkippedFile]:
     """Skipped files with their paths in readable form (they go to JSON and the app)."""
-    return [SkippedFile(display_path(s.path), s.reason) for s in skipped]
+    return [SkippedFile(display_path(s.path), _printable(s.reason)) for s in skipped]
+
+
+def _printable(text: str) -> str:
+    """``text`` as valid Unicode: a path quoted in it that is not valid UTF-8 (surrogate
+    escapes) shows its bad bytes as ``\\xNN``, as :func:`display_path` does."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _metadata_frame(
