@@ -14,6 +14,8 @@ _EXPORTS = {
     "load_image": "lib.images",
     "build_index": "lib.index",
     "add_to_index": "lib.index",
+    "compact_index": "lib.index",
+    "upgrade_index": "lib.index",
     "import_embeddings": "lib.index.importer",
     "open_index": "lib.index",
     "delete_index": "lib.index",
