@@ -112,7 +112,7 @@ class ProjectionInfo:
     def matches(self, index: ReplicaIndex) -> bool:
         """True when this projection was computed from the current state of ``index``."""
         return (
-            self.index_updated == index.manifest.updated
+            self.index_updated in (index.content_version, index.manifest.updated)
             and self.index_count == index.count
             and self.embedder == index.embedder_name
         )
@@ -276,7 +276,7 @@ def project(
         seed=seed,
         max_points=max_points,
         umap={**UMAP_PARAMS, "n_neighbors": k},
-        index_updated=index.manifest.updated,
+        index_updated=index.content_version,
         index_count=n,
         embedder=index.embedder_name,
         created=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import lib.projection as projection_module
-from lib.index import ReplicaIndex, add_to_index, build_index, open_index
+from lib.index import ReplicaIndex, add_to_index, build_index, calibrate_index, open_index
 from lib.projection import (
     INFO_FILE,
     OTHER_GROUP,
@@ -195,6 +195,8 @@ def test_a_changed_index_drops_or_ignores_its_projection(index: ReplicaIndex) ->
     assert load_projection(index) is None
     info_path.write_text(json.dumps(info))
     assert load_projection(index) is not None
+    # recalibrating changes the verdicts, not the images: the map stays
+    assert load_projection(calibrate_index(index.path)) is not None
     # adding images changes the index: the old map (dropped, or left beside it) is ignored
     extra = write_scenes(index.path.parent / "extra", [100, 101])
     grown = add_to_index(index.path, extra).index

@@ -14,6 +14,7 @@ opens the file. Indexes without the column (all older ones) read as before.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -142,6 +143,16 @@ class ReplicaIndex:
         if self._faiss is None and self._make_searcher is not None:
             self._faiss = self._make_searcher()
         return self._faiss
+
+    @property
+    def content_version(self) -> str:
+        """Changes exactly when the indexed images change (not on recalibration):
+        format 2, a hash of the live segments' names (segments are immutable); format 1,
+        the manifest's ``updated`` time. What derived data (the map) is keyed on."""
+        if self.manifest.format < 2:
+            return self.manifest.updated
+        names = "\n".join(str(s["name"]) for s in self.manifest.segments)
+        return "segments:" + hashlib.sha256(names.encode()).hexdigest()[:16]
 
     @property
     def count(self) -> int:
