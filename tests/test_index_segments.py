@@ -27,7 +27,7 @@ from lib.index import (
 )
 from lib.index.ann import MemoryBudgetError, SegmentSearch, parse_memory, plan_ann
 from lib.index.importer import import_embeddings
-from lib.index.segments import SegmentInfo
+from lib.index.segments import SegmentInfo, SegmentVectors
 from lib.index.store import _load
 from tests.cli_runner import run_cli
 from tests.index_files import stored_metadata
@@ -308,3 +308,20 @@ def test_merging_rewrites_only_runs_of_small_segments() -> None:
     assert builder._merge_groups(infos) == [[0], [1, 2], [3], [4]]
     many = [SegmentInfo(f"s{i}", builder.SMALL_SEGMENT // 2) for i in range(10)]
     assert [len(g) for g in builder._merge_groups(many)] == [8, 2], "groups stop at MERGE_ROWS"
+
+
+def test_segment_vectors_gather_and_blocks_from_a_row() -> None:
+    sizes = [3, 5, 2]
+    parts = [
+        np.arange(s * 4, dtype=np.float16).reshape(s, 4) + 100 * i for i, s in enumerate(sizes)
+    ]
+    table = SegmentVectors(parts, 4)
+    whole = np.concatenate(parts).astype(np.float32)
+    assert len(table) == 10 and table.shape == (10, 4)
+    ids = np.array([[9, 0], [3, 3], [7, 2]])
+    np.testing.assert_array_equal(table[ids], whole[ids])
+    for start in (0, 2, 3, 4, 8, 9, 10):
+        blocks = list(table.blocks(rows=2, start=start))
+        assert [b[0] for b in blocks[:1]] == ([start] if start < 10 else [])
+        got = np.concatenate([b for _, b in blocks]) if blocks else np.zeros((0, 4))
+        np.testing.assert_array_equal(got, whole[start:])

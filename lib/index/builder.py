@@ -611,10 +611,8 @@ def _update_ann(
         ann = train_ann(plan, table)
         plan_text, nprobe, budget = plan.factory, plan.nprobe, memory
     start = int(ann.ntotal)
-    for first, block in table.blocks():
-        if first + len(block) <= start:
-            continue
-        ann.add(np.ascontiguousarray(block[max(0, start - first) :]))
+    for _, block in table.blocks(start=start):
+        ann.add(np.ascontiguousarray(block))
         report(progress, int(ann.ntotal), manifest.count, "building the approximate index")
     name = f"{ANN_DIR}/ann-{uuid.uuid4().hex[:12]}.faiss"
     target = root / name

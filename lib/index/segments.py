@@ -173,14 +173,15 @@ class SegmentVectors:
             out[where[order]] = self.parts[int(p)][local[order]]
         return out.reshape(*rows.shape, self.dim)
 
-    def blocks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, (m, dim) float32 block) over all rows in order, m <= ``rows``."""
-        start = 0
-        for part in self.parts:
-            for i in range(0, len(part), rows):
-                block = np.asarray(part[i : i + rows], dtype=np.float32)
-                yield start + i, block
-            start += len(part)
+    def blocks(self, rows: int = 65536, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, (m, dim) float32 block) over the rows from ``start`` on, in order,
+        m <= ``rows``. Rows before ``start`` are not read (their pages stay on disk)."""
+        for p, part in enumerate(self.parts):
+            first = int(self.offsets[p])
+            if first + len(part) <= start:
+                continue
+            for i in range(max(0, start - first), len(part), rows):
+                yield first + i, np.asarray(part[i : i + rows], dtype=np.float32)
 
     def materialise(self) -> np.ndarray:
         """All rows as one (count, dim) float32 array in RAM."""

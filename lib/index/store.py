@@ -447,9 +447,8 @@ def _searcher(
 
     covered = int(manifest.ann["rows"]) if manifest.ann else 0
     flat = faiss.IndexFlatIP(manifest.dim)
-    for start, block in table.blocks():
-        if start + len(block) > covered:
-            flat.add(np.ascontiguousarray(block[max(0, covered - start) :]))
+    for _, block in table.blocks(start=covered):
+        flat.add(np.ascontiguousarray(block))
     if not manifest.ann:
         return flat
     try:
