@@ -274,7 +274,7 @@ def test_study_end_to_end_matches_a_direct_computation(
     assert (out / "shapes-8" / "histogram.png").is_file()
     assert (out / "shapes-8" / "gallery.png").is_file()
     assert (out / "study.csv").read_text().count("\n") == 2
-    mtime = (Path(row["files"]["index"]) / "index.faiss").stat().st_mtime_ns
+    mtime = (Path(row["files"]["index"]) / "manifest.json").stat().st_mtime_ns
     assert main(argv[:-1]) == 0  # the table; the index and samples come from the cache
     assert "shapes-8" in capsys.readouterr().out
-    assert (Path(row["files"]["index"]) / "index.faiss").stat().st_mtime_ns == mtime
+    assert (Path(row["files"]["index"]) / "manifest.json").stat().st_mtime_ns == mtime

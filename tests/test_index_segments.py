@@ -325,3 +325,30 @@ def test_segment_vectors_gather_and_blocks_from_a_row() -> None:
         assert [b[0] for b in blocks[:1]] == ([start] if start < 10 else [])
         got = np.concatenate([b for _, b in blocks]) if blocks else np.zeros((0, 4))
         np.testing.assert_array_equal(got, whole[start:])
+
+
+def test_a_build_killed_while_finishing_resumes_without_embedding_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_scenes(tmp_path / "a", range(7))
+    real_finish = builder._finish
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "_finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(tmp_path / "a", tmp_path / "idx", embedder="pixels", segment_files=3)
+    staged = json.loads((tmp_path / ".idx.building" / "manifest.json").read_text())
+    assert staged["build"]["done"] == 7 and staged["build"]["phase"] == "finishing"
+    monkeypatch.setattr(builder, "_finish", real_finish)
+    embedded: list[int] = []
+    real_embed = builder.embed_files
+    monkeypatch.setattr(
+        builder,
+        "embed_files",
+        lambda files, *a, **k: embedded.append(len(files)) or real_embed(files, *a, **k),
+    )
+    report = build_index(tmp_path / "a", tmp_path / "idx", embedder="pixels", resume=True)
+    assert embedded == [] and report.index.count == 7
+    assert report.index.calibration.version > 0 and not (tmp_path / ".idx.building").exists()

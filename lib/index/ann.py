@@ -35,9 +35,9 @@ SHORTLIST_MIN = 100
 TRAIN_PER_LIST = 40
 """Training vectors per inverted list (FAISS warns below 39)."""
 TRAIN_MAX = 200_000
-RERANK_BATCH = 256
-"""Queries re-ranked together (bounds the gathered candidate vectors: 256 x 256 x 512
-float32 = 128 MB at most)."""
+RERANK_CANDIDATES = 65_536
+"""Candidates re-ranked together (queries x candidates per query): bounds the gathered
+vectors at 65,536 x 512 float32 = 128 MB, whatever k (calibration asks for hundreds)."""
 NPROBE_MAX = 64
 """Lists probed per query at most: at 1M vectors (2,048 lists) 64 give recall@10 0.9995
 after re-ranking (benchmarks/ann_scale.py); more lists only add scanning time."""
@@ -195,8 +195,9 @@ class SegmentSearch:
             ids = np.concatenate([ids, tail_ids], axis=1)
         sims_out = np.full((len(queries), k), -np.inf, np.float32)
         ids_out = np.full((len(queries), k), -1, np.int64)
-        for start in range(0, len(queries), RERANK_BATCH):
-            stop = start + RERANK_BATCH
+        batch = max(1, RERANK_CANDIDATES // max(1, ids.shape[1]))
+        for start in range(0, len(queries), batch):
+            stop = start + batch
             s, i = self._rerank(queries[start:stop], ids[start:stop], k)
             sims_out[start:stop, : s.shape[1]], ids_out[start:stop, : i.shape[1]] = s, i
         return sims_out, ids_out

@@ -67,6 +67,9 @@ SMALL_SEGMENT = MERGE_ROWS // 4
 """Segments under this many rows are merged; larger ones are never rewritten (so
 compacting a 10M-image import does not copy it)."""
 ANN_DIR = "ann"
+TAIL_ROWS = 50_000
+"""``add`` brings new rows into the approximate index once more than this many (and more
+than a tenth of those in it) are searched exactly beside it."""
 ENGINES = ("local", "ray")
 
 
@@ -134,6 +137,8 @@ def build_index(
     _check_build_target(dest, overwrite)
     files, label = _collect(images)
     model = _resolve_embedder(embedder, weights)
+    if len(files) >= EXACT_LIMIT:
+        plan_ann(len(files), model.dim, memory)  # too small a budget fails now, not at the end
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -144,8 +149,14 @@ def build_index(
         stage = staging_path(dest)
         source = display_path(source or label)
         digest = _files_digest(files)
-        manifest = _resumable(stage, model, digest) if resume else None
+        manifest = _resumable(stage, model, digest, len(files)) if resume else None
         if manifest is None:
+            if stage.exists() and resume:
+                raise ValueError(
+                    f"the interrupted build in {stage} cannot be resumed (its manifest "
+                    "records no build in progress); run the build without --resume to "
+                    "start over"
+                )
             if stage.exists():
                 log.warning(
                     "discarding an interrupted build of %s (pass --resume to continue it)", dest
@@ -181,14 +192,23 @@ def build_index(
         if manifest.count == 0:
             shutil.rmtree(stage, ignore_errors=True)
             raise NoImagesError(_no_images_message(label, len(files), skipped), skipped)
-        manifest.build = None
+        state["phase"] = "finishing"  # a kill from here on resumes at the finishing steps
+        commit_manifest(stage, manifest)
         _finish(stage, manifest, memory=memory, progress=progress, index_all=True)
+        manifest.build = None
+        commit_manifest(stage, manifest)
         _remove_unlisted(stage, manifest)  # what a killed run had half-written
-        _swap_into_place(stage, dest)
+        try:
+            _swap_into_place(stage, dest)
+        except OSError as exc:
+            raise IndexWriteError(
+                f"could not put the new index in place at {dest}: {exc}; the finished build "
+                f"is kept in {stage} (rerun with --resume)"
+            ) from exc
     return BuildReport(index=_load(dest, lazy=True), added=manifest.count, skipped=skipped)
 
 
-def _resumable(stage: Path, model: Embedder, digest: str) -> IndexManifest | None:
+def _resumable(stage: Path, model: Embedder, digest: str, n_files: int) -> IndexManifest | None:
     """The staging manifest of an interrupted build of the same files by the same
     model, or None when there is none (a build then starts over).
 
@@ -200,16 +220,22 @@ def _resumable(stage: Path, model: Embedder, digest: str) -> IndexManifest | Non
         return None
     manifest = _load(stage, recalibrate=False, lazy=True).manifest
     if not manifest.build:
-        return None
+        if not manifest.count:
+            return None
+        # killed after finishing, before taking the target's place: only that is left
+        manifest.build = {"files": n_files, "done": n_files, "files_sha256": digest}
+        manifest.build["phase"] = "finishing"
     if manifest.build.get("files_sha256") != digest:
         raise ValueError(
             "the interrupted build was of another set of image files; run the build "
             "without --resume to start over"
         )
-    if manifest.embedder.get("name") != model.name:
+    identity = model.config.identity()
+    if any(manifest.embedder.get(k) != identity[k] for k in ("name", "dim", "preprocessing")):
         raise ValueError(
-            f"the interrupted build used embedder {manifest.embedder.get('name')!r}, not "
-            f"{model.name!r}; run the build without --resume to start over"
+            f"the interrupted build used embedder {manifest.embedder.get('name')!r} "
+            f"(or other weights or preprocessing), not {model.name!r}; run the build "
+            "without --resume to start over"
         )
     return manifest
 
@@ -408,11 +434,18 @@ def add_to_index(
             raise NoImagesError(
                 _no_images_message(label, len(files), skipped, adding=True), skipped
             )
-        if len(manifest.segments) > MAX_SEGMENTS:
+        small = sum(int(d["rows"]) < SMALL_SEGMENT for d in manifest.segments)
+        if small > MAX_SEGMENTS:
             _merge_segments(root, manifest, progress)
         refit = manifest.count < EXACT_LIMIT or added * 10 >= before
         manifest.versions = _versions()
-        _finish(root, manifest, progress=progress, index_all=False, refit=refit)
+        covered = int(manifest.ann["rows"]) if manifest.ann else 0
+        uncovered = manifest.count - covered
+        index_all = manifest.count >= EXACT_LIMIT and (
+            not manifest.ann or uncovered > max(TAIL_ROWS, covered // 10)
+        )
+        budget = (manifest.ann or {}).get("memory") or DEFAULT_MEMORY
+        _finish(root, manifest, memory=budget, progress=progress, index_all=index_all, refit=refit)
     return BuildReport(
         index=_load(root, recalibrate=False, lazy=True), added=added, skipped=skipped
     )
@@ -676,7 +709,7 @@ def calibrate_index(
         index = _load(root, recalibrate=False, lazy=True)
         calibration = index._fit_calibration(align=True, progress=progress)
         index.manifest.calibration = calibration.to_dict()
-        index.manifest.updated = _now()
+        index.manifest.calibrated = _now()
         commit_manifest(index.path, index.manifest)
     index.calibration = calibration
     index.recalibrated = False
@@ -703,9 +736,15 @@ def delete_index(
         if not is_index(root):
             raise IndexNotFound(f"{root} is not a Replica index; nothing deleted")
         trash = root.with_name(f".{root.name}.deleted-{uuid.uuid4().hex[:8]}")
-        os.rename(root, trash)
+        stage_trash = trash.with_name(trash.name + "-building")
+        try:
+            os.rename(root, trash)
+            if staging_path(root).exists():
+                os.rename(staging_path(root), stage_trash)
+        except OSError as exc:
+            raise IndexWriteError(f"could not delete {root}: {exc}") from exc
     shutil.rmtree(trash, ignore_errors=True)
-    shutil.rmtree(staging_path(root), ignore_errors=True)
+    shutil.rmtree(stage_trash, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- helpers

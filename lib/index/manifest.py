@@ -54,6 +54,9 @@ class IndexManifest:
     faiss_type: str = "IndexFlatIP"
     created: str = ""
     updated: str = ""
+    """When the indexed images last changed (a recalibration does not change it)."""
+    calibrated: str = ""
+    """When the calibration was last refitted by ``index calibrate`` ("" : at build)."""
     versions: dict[str, str] = field(default_factory=dict)
     format: int = 1
     segments: list[dict[str, Any]] = field(default_factory=list)

@@ -162,7 +162,10 @@ class SegmentVectors:
     def __getitem__(self, ids: object) -> np.ndarray:
         if isinstance(ids, slice):
             ids = np.arange(len(self))[ids]
-        rows = np.asarray(ids, dtype=np.int64)
+        given = np.asarray(ids)
+        if given.dtype == bool or (given.size and int(given.min()) < 0):
+            raise IndexError("SegmentVectors takes row ids 0..count-1 (no masks, no negatives)")
+        rows = given.astype(np.int64)
         flat = rows.reshape(-1)
         out = np.empty((flat.size, self.dim), np.float32)
         part = np.searchsorted(self.offsets, flat, side="right") - 1
