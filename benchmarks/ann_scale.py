@@ -73,8 +73,9 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def measure_queries(index_dir: str, queries_file: str) -> dict[str, Any]:
-    """Run in a fresh process: open the index, time single queries, recall@10, RSS."""
+def measure_queries(index_dir: str, queries_file: str, nprobe: int | None = None) -> dict[str, Any]:
+    """Run in a fresh process: open the index, time single queries, recall@10, RSS.
+    ``nprobe``: lists probed instead of the index's own (the speed/recall trade-off)."""
     import faiss
 
     from lib.index import open_index
@@ -89,7 +90,7 @@ def measure_queries(index_dir: str, queries_file: str) -> dict[str, Any]:
     found = []
     for q in queries:
         t = time.perf_counter()
-        _, ids = index.search_vectors(q[None, :], 64)
+        _, ids = index.search_vectors(q[None, :], 64, nprobe=nprobe)
         times.append(time.perf_counter() - t)
         found.append(ids[0, :10])
     rss = _rss_bytes()
@@ -128,9 +129,11 @@ def measure_queries(index_dir: str, queries_file: str) -> dict[str, Any]:
             flat_times.append(time.perf_counter() - t)
     ms = np.array(times) * 1000
     flat_ms = np.array(flat_times) * 1000
+    ann = index.manifest.ann or {}
     return {
-        "search": "approximate" if index.manifest.ann else "exact",
+        "search": "approximate" if ann else "exact",
         "index": index.manifest.faiss_type,
+        "nprobe": nprobe or ann.get("nprobe"),
         "open_s": round(open_s, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p99_ms": round(float(np.percentile(ms, 99)), 2),
@@ -192,10 +195,14 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=7, help="of the added images")
     parser.add_argument("--keep", help="work folder to keep (default: a temporary one)")
-    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", nargs=2, metavar=("INDEX", "QUERIES"),
+        help="only measure queries (QUERIES: a .npy kept by --keep) and print the row",
+    )  # fmt: skip
+    parser.add_argument("--nprobe", type=int, help="with --measure: lists probed")
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure_queries(*args.measure)))
+        print(json.dumps(measure_queries(*args.measure, nprobe=args.nprobe)))
         return
     if args.add_to:
         from lib.index import open_index
