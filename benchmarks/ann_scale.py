@@ -94,6 +94,7 @@ def measure_queries(index_dir: str, queries_file: str, nprobe: int | None = None
         times.append(time.perf_counter() - t)
         found.append(ids[0, :10])
     rss = _rss_bytes()
+    anon, mapped = _rss_bytes("RssAnon"), _rss_bytes("RssFile")
     assert index.table is not None
     truth_sims = np.full((len(queries), 10), -np.inf, np.float32)
     truth_ids = np.zeros((len(queries), 10), np.int64)
@@ -140,14 +141,19 @@ def measure_queries(index_dir: str, queries_file: str, nprobe: int | None = None
         "recall_at_10": round(recall, 4),
         "rss_after_open_gb": round(rss_open / 1e9, 2),
         "rss_after_queries_gb": round(rss / 1e9, 2),
+        "rss_anon_after_queries_gb": round(anon / 1e9, 2),
+        "rss_file_after_queries_gb": round(mapped / 1e9, 2),
         "exact_flat_p50_ms": round(float(np.percentile(flat_ms, 50)), 2),
         "speedup_vs_exact": round(float(np.percentile(flat_ms, 50) / np.percentile(ms, 50)), 1),
     }
 
 
-def _rss_bytes() -> int:
+def _rss_bytes(kind: str = "VmRSS") -> int:
+    """Resident memory from /proc/self/status: VmRSS (all), RssAnon (the process's own
+    memory) or RssFile (pages of mapped files, here the index's memory-mapped vectors:
+    page cache the kernel can drop at any time)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1]) * 1024
     return 0
 
