@@ -4,6 +4,7 @@ add images to the selected index; delete an index after typing its name."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from lib.index import (
     delete_index,
     list_indexes,
 )
+from lib.index.builder import staging_path
 from lib.index.catalog import new_index_path, read_card
 from lib.progress import ProgressCallback
 from lib.uploads import EmptyUpload, ExtractedUpload, discard_on_failure, extract_zip
@@ -212,7 +214,12 @@ def build_section(config: AppConfig) -> None:
         return
 
     def work(images: Path, progress: ProgressCallback) -> BuildReport:
-        return build_index(images, dest, embedder=embedder, overwrite=False, progress=progress)
+        try:
+            return build_index(images, dest, embedder=embedder, overwrite=False, progress=progress)
+        except BaseException:
+            # the app offers no --resume: a cancelled or failed build leaves nothing behind
+            shutil.rmtree(staging_path(dest), ignore_errors=True)
+            raise
 
     done = run_job("build", config, kind, folder, upload, work)
     if done:

@@ -68,7 +68,7 @@ def test_projection_is_stored_and_reused_without_refitting(
     assert {p.name for p in folder.iterdir()} == names
     info = json.loads((folder / INFO_FILE).read_text())
     assert info["n_points"] == N and info["subsampled"] is False
-    assert info["index_updated"] == index.manifest.updated and info["umap"]["n_neighbors"] == 15
+    assert info["index_updated"] == index.content_version and info["umap"]["n_neighbors"] == 15
     # nothing else was added to the index folder (no stray temporary folders)
     assert sorted(p.name for p in index.path.iterdir()) == sorted([*index_files, "projection"])
     mtime = (folder / "coords.npy").stat().st_mtime_ns

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NEEDED = ["libcairo2", "dataset-fashion-mnist", "tuxpaint-stamps-default", "chromium"]
+NEEDED = [
+    "libcairo2",
+    "dataset-fashion-mnist",
+    "tuxpaint-stamps-default",
+    "chromium",
+    "poppler-utils",
+]
 
 
 def fake_debian(bin_dir: Path, installed: set[str], log: Path) -> dict[str, str]:
