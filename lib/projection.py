@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.folders import swap_into_place
 from lib.index import ReplicaIndex, open_index
 from lib.progress import ProgressCallback, report
 
@@ -606,7 +607,7 @@ def _store(projection: Projection, dest: Path) -> Path | None:
         np.save(tmp / NN_FILE, projection.nn_similarity)
         joblib.dump(projection._reducer, tmp / REDUCER_FILE)
         (tmp / INFO_FILE).write_text(projection.info.to_json(), encoding="utf-8")
-        _replace(tmp, dest)
+        swap_into_place(tmp, dest)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         log.warning("could not store the projection in %s: %s", dest, exc)
@@ -624,21 +625,6 @@ def _remove_abandoned(dest: Path, older_than_s: float = 86_400) -> None:
         with contextlib.suppress(OSError):
             if old.is_dir() and old.stat().st_mtime < cutoff:
                 shutil.rmtree(old, ignore_errors=True)
-
-
-def _replace(tmp: Path, dest: Path) -> None:
-    """Rename ``tmp`` to ``dest``, moving an existing ``dest`` aside first."""
-    if not dest.exists():
-        os.rename(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(dest, old)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        os.rename(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def grid_representatives(

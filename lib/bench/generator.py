@@ -40,6 +40,7 @@ from lib.bench.manifest import (
     BenchmarkQuery,
     BenchmarkReference,
 )
+from lib.folders import swap_into_place
 from lib.images import ImageLoadError, list_image_files, load_image, read_bytes, read_caption
 from lib.progress import ProgressCallback, report
 
@@ -261,7 +262,7 @@ def generate_benchmark(
         }
         manifest = BenchmarkManifest(params=params, references=references, queries=queries)
         manifest.write(tmp)
-        _swap_into_place(tmp, dest)
+        swap_into_place(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
@@ -332,14 +333,3 @@ def _write_references(
         out.append(BenchmarkReference(file=file, original=str(r.path), caption=caption))
         report(progress, i + 1, total, "references")
     return out
-
-
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(dest, old)
-        os.rename(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, dest)

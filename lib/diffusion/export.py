@@ -23,6 +23,7 @@ from typing import Any
 from lib.diffusion.checkpoint import CheckpointError, load_latest
 from lib.diffusion.config import TrainConfig, build_noise_scheduler, build_unet
 from lib.diffusion.train import read_run
+from lib.folders import swap_into_place
 
 MODEL_FILE = "model.json"
 MODEL_FORMAT = 1
@@ -134,7 +135,7 @@ def export_model(
         pipeline: Any = DDPMPipeline(unet=unet.half(), scheduler=build_noise_scheduler(config))
         pipeline.save_pretrained(tmp, safe_serialization=True)
         (tmp / MODEL_FILE).write_text(manifest.to_json(), encoding="utf-8")
-        _swap(tmp, dest)
+        swap_into_place(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -168,17 +169,3 @@ def _manifest(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         licence_note=OPENMOJI_NOTE if record.get("dataset") == "openmoji" else "",
     )
-
-
-def _swap(tmp: Path, dest: Path) -> None:
-    if not dest.exists():
-        os.rename(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(dest, old)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        os.rename(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

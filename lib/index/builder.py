@@ -37,6 +37,7 @@ import pandas as pd
 from lib.calibration import fit_calibration
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
+from lib.folders import swap_into_place
 from lib.images import SkippedFile, display_path, is_displayable, list_image_files
 from lib.index.ann import DEFAULT_MEMORY, EXACT_LIMIT, parse_memory, plan_ann, train_ann
 from lib.index.errors import IndexNotFound, IndexWriteError, NoImagesError
@@ -199,7 +200,7 @@ def build_index(
         commit_manifest(stage, manifest)
         _remove_unlisted(stage, manifest)  # what a killed run had half-written
         try:
-            _swap_into_place(stage, dest)
+            swap_into_place(stage, dest)
         except OSError as exc:
             raise IndexWriteError(
                 f"could not put the new index in place at {dest}: {exc}; the finished build "
@@ -534,7 +535,7 @@ def _upgrade(
         manifest.faiss_type = "IndexFlatIP"
         manifest.updated = _now()
         _finish(stage, manifest, memory=memory, progress=progress, index_all=True, refit=False)
-        _swap_into_place(stage, root)
+        swap_into_place(stage, root)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -844,21 +845,6 @@ def _metadata_frame(
     frame["width"] = frame["width"].astype(np.int64)
     frame["height"] = frame["height"].astype(np.int64)
     return frame[list(METADATA_COLUMNS)], raw_paths
-
-
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    """Rename ``tmp`` to ``dest``; an existing ``dest`` is moved aside first, then removed."""
-    if not dest.exists():
-        os.rename(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(dest, old)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        os.rename(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _now() -> str:

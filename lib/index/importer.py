@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from lib.embedders import Embedder
+from lib.folders import swap_into_place
 from lib.images import SkippedFile, display_path
 from lib.index.ann import DEFAULT_MEMORY, parse_memory
 from lib.index.builder import (
@@ -49,7 +50,6 @@ from lib.index.builder import (
     _make_folder,
     _new_manifest,
     _resolve_embedder,
-    _swap_into_place,
     _wait_notice,
     staging_path,
 )
@@ -308,7 +308,7 @@ def import_embeddings(
                     UNIT_TOLERANCE,
                 )
             _finish(stage, manifest, memory=memory, progress=progress)
-            _swap_into_place(stage, dest)
+            swap_into_place(stage, dest)
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
