@@ -85,6 +85,9 @@ class Calibration:
     """A copy when the best alignment reaches this (2.0: never; set with the null)."""
     version: int = 1
     """:data:`CALIBRATION_VERSION` of the method that fitted it (1 for the first)."""
+    fitted_rows: int = 0
+    """Rows the index held when this was fitted (0: not recorded, calibrations stored
+    before this field existed); :func:`is_stale` compares it with the index's count."""
 
     @property
     def uses_alignment(self) -> bool:
@@ -309,8 +312,8 @@ def fit_calibration(
         the default thresholds (``null_sample == 0``) when the index has fewer than 20
         images or fewer than 10 of them keep two neighbours outside their family.
     """
-    base = replace(base or Calibration(), version=CALIBRATION_VERSION)
     n = len(vectors)
+    base = replace(base or Calibration(), version=CALIBRATION_VERSION, fitted_rows=n)
     if n < 20:
         return base
     rng = np.random.default_rng(seed)
@@ -378,6 +381,35 @@ def _fit_alignment(
     with_alignment = replace(fitted, alignment_null=alignment_null)
     evidence = sorted(round(with_alignment.evidence(c, a), 6) for c, a in aligned)
     return replace(with_alignment, evidence_null=evidence)
+
+
+STALE_GROWTH = 0.1
+"""Above :data:`lib.index.ann.EXACT_LIMIT` rows a calibration stays valid until the index
+has changed by this share of the rows it was fitted on (its null is a sample of 2,000
+images: a tenth more rows moves its quantiles less than the sample's own noise)."""
+STALE_EXACT_LIMIT = 200_000
+"""Below this many rows any change of count makes a calibration stale (the same figure
+as :data:`lib.index.ann.EXACT_LIMIT`, kept here so the verdict need not import the index)."""
+
+
+def is_stale(calibration: Calibration | dict[str, Any] | None, count: int) -> bool:
+    """True when ``calibration`` no longer describes an index of ``count`` rows: it was
+    fitted on another number of rows, and either the index is small (every row counts)
+    or it changed by :data:`STALE_GROWTH` or more. A writer killed after committing new
+    rows but before refitting leaves such a calibration; readers refit it in memory and
+    the next writer stores a fresh one. Calibrations that did not record their row count
+    (``fitted_rows == 0``, stored by earlier versions) are taken as they are.
+
+    Example:
+        >>> is_stale(Calibration(fitted_rows=20), 60)
+        True
+    """
+    if not isinstance(calibration, Calibration):
+        calibration = Calibration.from_dict(calibration)
+    fitted = int(calibration.fitted_rows)
+    if fitted <= 0 or fitted == count:
+        return False
+    return count < STALE_EXACT_LIMIT or abs(count - fitted) >= STALE_GROWTH * fitted
 
 
 def needs_refit(calibration: Calibration) -> bool:

@@ -62,10 +62,15 @@ def _open(path: str) -> Any:
 
     index = open_index(path)
     if index.recalibrated:
+        why = (
+            "its calibration was fitted on fewer images than it holds now (a write stopped "
+            "before refitting it)"
+            if index.calibration_stale
+            else "it was calibrated by an older method"
+        )
         print(
-            f"note: {index.path.name} was calibrated by an older method; its verdicts use a "
-            f"fresh calibration computed now (store it with `python -m lib index calibrate "
-            f"{path}`)",
+            f"note: {index.path.name}: {why}; its verdicts use a fresh calibration computed "
+            f"now (store it with `python -m lib index calibrate {path}`)",
             file=sys.stderr,
         )
     return index
@@ -199,6 +204,7 @@ def cmd_index_info(args: argparse.Namespace) -> int:
             if k not in ("null_scores", "alignment_null", "evidence_null")
         },
         "recalibrated_on_open": index.recalibrated,
+        "calibration_stale": index.calibration_stale,
         "versions": m.versions,
     }
     if args.json:
@@ -225,6 +231,14 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         print(
             "           too few images to calibrate: these are default thresholds, not "
             "measured on this collection"
+        )
+    if index.calibration_stale:
+        fitted_rows = int(m.calibration.get("fitted_rows", 0))
+        print(
+            f"           stale: the stored calibration was fitted on {fitted_rows:,} images, "
+            f"the index holds {index.count:,}; "
+            "the figures above were refitted in memory. `index calibrate` (or the next "
+            "write) stores a fresh one"
         )
     for s in m.skipped[:20]:
         print(f"  skipped  {s['path']}: {s['reason']}")

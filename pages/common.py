@@ -154,7 +154,14 @@ def render_sidebar() -> None:
         f"**{index.count:,}** images · embedder `{m.embedder_name}`  \n"
         f"created {m.created[:10]} · {len(m.skipped)} skipped at build"
     )
-    if index.recalibrated:
+    if index.calibration_stale:
+        st.sidebar.caption(
+            "This index's stored calibration was measured before its last images were "
+            "added (that write was stopped): its verdicts use a calibration recomputed when "
+            "it was opened (without pixel alignment). The next change to the index, or "
+            "`python -m lib index calibrate`, stores a full one."
+        )
+    elif index.recalibrated:
         st.sidebar.caption(
             "This index was calibrated by an older version of Replica: its verdicts use a "
             "calibration recomputed when it was opened (without pixel alignment). To store a "

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.calibration import fit_calibration
+from lib.calibration import fit_calibration, is_stale
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
 from lib.folders import swap_into_place
@@ -42,7 +42,13 @@ from lib.images import SkippedFile, display_path, is_displayable, list_image_fil
 from lib.index.ann import DEFAULT_MEMORY, EXACT_LIMIT, parse_memory, plan_ann, train_ann
 from lib.index.errors import IndexNotFound, IndexWriteError, NoImagesError
 from lib.index.lock import writer_lock
-from lib.index.manifest import INDEX_FORMAT, IndexManifest, commit_manifest, fsync_path
+from lib.index.manifest import (
+    INDEX_FORMAT,
+    MANIFEST_FILE,
+    IndexManifest,
+    commit_manifest,
+    fsync_path,
+)
 from lib.index.segments import SEGMENTS_DIR, SegmentInfo, write_segment
 from lib.index.store import (
     METADATA_COLUMNS,
@@ -77,6 +83,69 @@ ENGINES = ("local", "ray")
 def staging_path(dest: Path) -> Path:
     """Where a build of ``dest`` is staged (and resumed from): ``.NAME.building``."""
     return dest.with_name(f".{dest.name}.building")
+
+
+# ---------------------------------------------------------------- the write transaction
+@contextlib.contextmanager
+def _writing(
+    index_dir: str | os.PathLike[str],
+    *,
+    wait: bool,
+    on_wait: Callable[[str], None] | None,
+    progress: ProgressCallback | None,
+    upgrade: bool = True,
+    memory: str | int = DEFAULT_MEMORY,
+) -> Iterator[ReplicaIndex]:
+    """The one way a writer changes an existing index: recover a swap a killed writer
+    left half done, take the writer lock (waiting as ``wait``/``on_wait`` say), put back
+    an interrupted swap, sweep what killed writers left (:func:`_sweep_leftovers`), open
+    the index and (``upgrade``) convert format 1 to format 2. The body commits through
+    :func:`lib.index.manifest.commit_manifest`; the lock is released on exit.
+
+    Raises:
+        IndexNotFound: the folder is not an index (before waiting for any lock).
+        IndexLocked: another writer holds the lock and ``wait`` is False.
+    """
+    root = Path(index_dir).expanduser().resolve()
+    _recover_interrupted_swap(root)
+    if not is_index(root):
+        _load(root, recalibrate=False, lazy=True)  # raises IndexNotFound
+    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
+        _restore_old(root)
+        _sweep_leftovers(root)
+        current = _load(root, recalibrate=False, lazy=True)
+        if upgrade and current.manifest.format < INDEX_FORMAT:
+            current = _upgrade(current, progress, memory)
+        yield current
+
+
+def _sweep_leftovers(root: Path) -> None:
+    """Remove what writers killed midway leave behind, under the writer lock: manifests
+    written but never renamed (``.manifest.json.tmp-*``), approximate indexes written but
+    never renamed (``ann/.*.tmp``), abandoned format upgrades beside the index
+    (``.NAME.upgrading-*``, a full copy of its vectors) and deletions stopped before
+    their files were gone (``.NAME.deleted-*``). Segments no manifest names are
+    removed by :func:`_remove_unlisted` once the manifest is read."""
+    for tmp in root.glob(f".{MANIFEST_FILE}.tmp-*"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    if (root / ANN_DIR).is_dir():
+        for tmp in (root / ANN_DIR).glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    for pattern in (f".{root.name}.upgrading-*", f".{root.name}.deleted-*"):
+        for stage in root.parent.glob(pattern):
+            log.info("removing what a killed writer left beside %s: %s", root.name, stage.name)
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _refit_if_stale(root: Path, manifest: IndexManifest, progress: ProgressCallback | None) -> bool:
+    """Refit and commit the calibration when it no longer describes the index's rows
+    (:func:`lib.calibration.is_stale`); True when it did."""
+    if not is_stale(manifest.calibration, manifest.count):
+        return False
+    _finish(root, manifest, progress=progress, index_all=False, refit=True)
+    return True
 
 
 # ---------------------------------------------------------------- build
@@ -146,6 +215,7 @@ def build_index(
         raise IndexWriteError(f"cannot create {dest.parent}: {exc}") from exc
     with writer_lock(dest, wait=wait, on_wait=_wait_notice(on_wait, progress)):
         _restore_old(dest)
+        _sweep_leftovers(dest)
         _check_build_target(dest, overwrite)
         stage = staging_path(dest)
         source = display_path(source or label)
@@ -392,17 +462,11 @@ def add_to_index(
         FileNotFoundError: the images folder does not exist.
     """
     root = Path(index_dir).expanduser().resolve()
-    _recover_interrupted_swap(root)
     if not is_index(root):
-        _load(
-            root, recalibrate=False, lazy=True
-        )  # raises IndexNotFound before waiting for anything
+        _recover_interrupted_swap(root)
+        _load(root, recalibrate=False, lazy=True)  # IndexNotFound before reading the files
     files, label = _collect(images)
-    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
-        _restore_old(root)
-        current = _load(root, recalibrate=False, lazy=True)
-        if current.manifest.format < INDEX_FORMAT:
-            current = _upgrade(current, progress)
+    with _writing(root, wait=wait, on_wait=on_wait, progress=progress) as current:
         _remove_unlisted(root, current.manifest)
         model = current.create_embedder()
         manifest = current.manifest
@@ -432,13 +496,17 @@ def add_to_index(
                 commit_manifest(root, manifest)
         skipped = [SkippedFile(**s) for s in manifest.skipped[skipped_before:]]
         if not added:
+            _refit_if_stale(root, manifest, progress)
             raise NoImagesError(
                 _no_images_message(label, len(files), skipped, adding=True), skipped
             )
         small = sum(int(d["rows"]) < SMALL_SEGMENT for d in manifest.segments)
         if small > MAX_SEGMENTS:
             _merge_segments(root, manifest, progress)
-        refit = manifest.count < EXACT_LIMIT or added * 10 >= before
+        refit = is_stale(manifest.calibration, manifest.count) or (
+            not manifest.calibration.get("fitted_rows")
+            and (manifest.count < EXACT_LIMIT or added * 10 >= before)
+        )
         manifest.versions = _versions()
         covered = int(manifest.ann["rows"]) if manifest.ann else 0
         uncovered = manifest.count - covered
@@ -473,18 +541,12 @@ def compact_index(
     root = Path(index_dir).expanduser().resolve()
     if memory is not None:
         parse_memory(memory)
-    _recover_interrupted_swap(root)
-    if not is_index(root):
-        _load(root, recalibrate=False, lazy=True)
-    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
-        _restore_old(root)
-        current = _load(root, recalibrate=False, lazy=True)
-        if current.manifest.format < INDEX_FORMAT:
-            current = _upgrade(current, progress)
+    with _writing(root, wait=wait, on_wait=on_wait, progress=progress) as current:
         manifest = current.manifest
         _merge_segments(root, manifest, progress)
         budget = memory or (manifest.ann or {}).get("memory") or DEFAULT_MEMORY
-        _finish(root, manifest, memory=budget, progress=progress, index_all=True, refit=False)
+        refit = is_stale(manifest.calibration, manifest.count)
+        _finish(root, manifest, memory=budget, progress=progress, index_all=True, refit=refit)
         _remove_unlisted(root, manifest)
     return _load(root, recalibrate=False, lazy=True)
 
@@ -503,16 +565,10 @@ def upgrade_index(
     Raises:
         IndexNotFound, IndexWriteError, IndexLocked: as in :func:`add_to_index`.
     """
-    root = Path(index_dir).expanduser().resolve()
-    _recover_interrupted_swap(root)
-    if not is_index(root):
-        _load(root, recalibrate=False, lazy=True)
-    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
-        _restore_old(root)
-        current = _load(root, recalibrate=False, lazy=True)
-        if current.manifest.format < INDEX_FORMAT:
-            current = _upgrade(current, progress, memory)
-    return current
+    with _writing(
+        index_dir, wait=wait, on_wait=on_wait, progress=progress, memory=memory
+    ) as current:
+        return current
 
 
 def _upgrade(
@@ -701,13 +757,7 @@ def calibrate_index(
         IndexNotFound: the folder is not an index. IndexWriteError: the write failed.
         IndexLocked: another writer holds the lock and ``wait`` is False.
     """
-    root = Path(index_dir).expanduser().resolve()
-    _recover_interrupted_swap(root)
-    if not is_index(root):
-        _load(root, recalibrate=False, lazy=True)  # raises IndexNotFound
-    with writer_lock(root, wait=wait, on_wait=_wait_notice(on_wait, progress)):
-        _restore_old(root)
-        index = _load(root, recalibrate=False, lazy=True)
+    with _writing(index_dir, wait=wait, on_wait=on_wait, progress=progress, upgrade=False) as index:
         calibration = index._fit_calibration(align=True, progress=progress)
         index.manifest.calibration = calibration.to_dict()
         index.manifest.calibrated = _now()

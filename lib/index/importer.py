@@ -50,6 +50,7 @@ from lib.index.builder import (
     _make_folder,
     _new_manifest,
     _resolve_embedder,
+    _sweep_leftovers,
     _wait_notice,
     staging_path,
 )
@@ -286,6 +287,7 @@ def import_embeddings(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(dest, wait=wait, on_wait=_wait_notice(on_wait, progress)):
         _restore_old(dest)
+        _sweep_leftovers(dest)
         _check_build_target(dest, overwrite)
         stage = staging_path(dest)
         shutil.rmtree(stage, ignore_errors=True)

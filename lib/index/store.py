@@ -28,7 +28,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from lib.calibration import Calibration, fit_calibration, needs_refit
+from lib.calibration import Calibration, fit_calibration, is_stale, needs_refit
 from lib.embedders import Embedder, create_embedder
 from lib.images import SkippedFile
 from lib.index.ann import SegmentSearch, set_nprobe
@@ -111,13 +111,23 @@ class ReplicaIndex:
         self.recalibrated = False
         """True when the stored calibration was outdated and was refitted in memory on
         open (``index calibrate`` stores it)."""
-        if recalibrate and needs_refit(self.calibration):
+        self.calibration_stale = is_stale(self.calibration, manifest.count)
+        """True when the stored calibration was fitted on another number of rows than
+        the index holds (a write killed before its refit); readers refit in memory."""
+        if recalibrate and (needs_refit(self.calibration) or self.calibration_stale):
+            why = (
+                f"was fitted on {self.calibration.fitted_rows:,} of its {manifest.count:,} "
+                "images (a write stopped before refitting it)"
+                if self.calibration_stale
+                else "was fitted by an older method"
+            )
             self.calibration = self._fit_calibration()
             self.recalibrated = True
             log.warning(
-                "index %s was calibrated by an older method; recalibrated in memory "
+                "the calibration of index %s %s; recalibrated in memory "
                 "(store it with `python -m lib index calibrate %s`)",
                 path,
+                why,
                 path,
             )
 
