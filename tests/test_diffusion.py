@@ -278,3 +278,41 @@ def test_study_end_to_end_matches_a_direct_computation(
     assert main(argv[:-1]) == 0  # the table; the index and samples come from the cache
     assert "shapes-8" in capsys.readouterr().out
     assert (Path(row["files"]["index"]) / "manifest.json").stat().st_mtime_ns == mtime
+
+
+def test_fashion_mnist_subsets_are_nested_and_train_records_dataset_and_threads(
+    tmp_path: Path,
+) -> None:
+    """The study's second domain: `train --dataset fashion-mnist --subset N` trains on the
+    first N of one seeded permutation of Fashion-MNIST's training split (Debian package),
+    and the exported model.json records the subset, threads and licence."""
+    from lib.datasets import load_fashion_mnist
+    from lib.diffusion.data import fashion_mnist_subset
+    from lib.diffusion.export import export_model
+    from tests.cli_runner import run_cli
+
+    folder = tmp_path / "fashion"
+    small, large = fashion_mnist_subset(folder, 3), fashion_mnist_subset(folder, 30)
+    assert large[:3] == small and len(set(large)) == 30
+    pixels, labels = load_fashion_mnist("train")
+    row = int(small[0].name.split("-")[0])
+    np.testing.assert_array_equal(np.asarray(Image.open(small[0])), pixels[row])
+    from lib.datasets import FASHION_MNIST_CLASSES
+
+    class_name = FASHION_MNIST_CLASSES[int(labels[row])].lower().replace("/", "-")
+    assert small[0].stem.split("-", 1)[1] == class_name.replace(" ", "-")
+    with pytest.raises(ValueError, match="between 1 and 60000"):
+        fashion_mnist_subset(folder, 60_001)
+
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "-q", "train", "--dataset", "fashion-mnist", "--subset", "3", "--fashion-dir",
+        str(folder), "--out", str(run_dir), "--steps", "2", "--image-size", "16",
+        "--blocks", "8,16", "--batch-size", "4", "--checkpoint-every", "2", "--threads", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = export_model(run_dir, tmp_path / "models" / "fashion-3")
+    assert manifest.dataset == "fashion-mnist" and manifest.n_train == 3
+    assert manifest.train_ids == [p.stem for p in small]
+    assert manifest.threads == 1 and manifest.steps == 2
+    assert "Fashion-MNIST" in manifest.licence_note

@@ -51,14 +51,17 @@ def _command() -> str:
 
 # ---------------------------------------------------------------- train, export, list
 def cmd_train(args: argparse.Namespace) -> int:
-    from lib.diffusion.data import openmoji_subset
+    from lib.diffusion.data import fashion_mnist_subset, openmoji_subset
     from lib.diffusion.train import train
 
     images: Any = None
     dataset = ""
     if args.subset is None and args.images is None and not args.resume:
         raise UsageError("give --subset N (OpenMoji) or --images DIR (or --resume a run)")
-    if args.subset is not None:
+    if args.subset is not None and args.dataset == "fashion-mnist":
+        images = fashion_mnist_subset(args.fashion_dir, args.subset, seed=args.subset_seed)
+        dataset = "fashion-mnist"
+    elif args.subset is not None:
         train_dir = Path(args.openmoji_dir)
         if not train_dir.is_dir():
             raise FileNotFoundError(
@@ -233,11 +236,23 @@ def register(sub: Any) -> None:
         "--checkpoint-every may change.",
     )
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--subset", type=int, help="the first N of the seeded OpenMoji subsets")
+    source.add_argument("--subset", type=int, help="the first N of the seeded subsets of --dataset")
     source.add_argument("--images", help="a folder of training images instead")
     train.add_argument("--out", required=True, help="run folder (config, checkpoints, losses)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--subset-seed", type=int, default=0)
+    train.add_argument(
+        "--dataset",
+        choices=("openmoji", "fashion-mnist"),
+        default="openmoji",
+        help="where --subset draws from: OpenMoji's training split (default) or "
+        "Fashion-MNIST's (Debian dataset-fashion-mnist, written once as PNGs to --fashion-dir)",
+    )
+    train.add_argument(
+        "--fashion-dir",
+        default=str(REPO_ROOT / "data" / "fashion-mnist" / "train"),
+        help="where Fashion-MNIST's training split is written as PNGs (for --subset)",
+    )
     train.add_argument(
         "--openmoji-dir",
         default=str(REPO_ROOT / "data" / "openmoji" / "train"),

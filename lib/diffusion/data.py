@@ -105,3 +105,64 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
         out[filled : filled + take] = perm[offset : offset + take]
         filled += take
     return out
+
+
+FASHION_SPLIT_FILES = {"train": 60_000, "test": 10_000}
+"""Images per Fashion-MNIST split (Debian package ``dataset-fashion-mnist``)."""
+
+
+def write_fashion_mnist(folder: str | os.PathLike[str], split: str = "train") -> list[Path]:
+    """Write one Fashion-MNIST split as grey 28 x 28 PNGs named ``NNNNN-CLASS.png`` (row
+    number in the split, class name) into ``folder``, once: a complete folder is reused.
+    Files are written under temporary names and renamed, so a killed export never leaves
+    a truncated PNG that a later run would read.
+
+    Returns the files in split order.
+
+    Raises:
+        FileNotFoundError: the Debian package is not installed. ValueError: bad split.
+
+    Example:
+        >>> files = write_fashion_mnist("data/fashion-mnist/train")  # doctest: +SKIP
+    """
+    from lib.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
+
+    if split not in FASHION_SPLIT_FILES:
+        raise ValueError(f"split must be one of {sorted(FASHION_SPLIT_FILES)}, got {split!r}")
+    out = Path(folder)
+    existing = sorted(out.glob("*.png")) if out.is_dir() else []
+    if len(existing) == FASHION_SPLIT_FILES[split]:
+        return existing
+    images, labels = load_fashion_mnist(split)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        name = FASHION_MNIST_CLASSES[int(label)].lower().replace("/", "-").replace(" ", "-")
+        path = out / f"{i:05d}-{name}.png"
+        if not path.is_file():
+            tmp = path.with_name(f".{path.name}.tmp")
+            Image.fromarray(pixels, mode="L").save(tmp, format="PNG")
+            os.replace(tmp, path)
+        files.append(path)
+    return files
+
+
+def fashion_mnist_subset(
+    folder: str | os.PathLike[str], n: int, seed: int = 0, split: str = "train"
+) -> list[Path]:
+    """The first ``n`` images of one seeded permutation of a Fashion-MNIST split, written
+    to ``folder`` as PNGs (:func:`write_fashion_mnist`). Subsets with one seed are nested:
+    the 300-image subset is inside the 3,000-image one, as the paper's Celeb-A subsets.
+
+    Raises:
+        ValueError: ``n`` is not in 1..size of the split. FileNotFoundError: as above.
+
+    Example:
+        >>> files = fashion_mnist_subset("data/fashion-mnist/train", 300)  # doctest: +SKIP
+    """
+    total = FASHION_SPLIT_FILES.get(split, 0)
+    if not 1 <= n <= total:
+        raise ValueError(f"subset size must be between 1 and {total} for {split!r}, got {n}")
+    files = write_fashion_mnist(folder, split)
+    order = np.random.default_rng(seed).permutation(len(files))
+    return [files[i] for i in order[:n]]

@@ -32,6 +32,12 @@ OPENMOJI_NOTE = (
     "Trained on OpenMoji emoji (CC BY-SA 4.0, https://openmoji.org); samples can reproduce "
     "them and carry that licence."
 )
+FASHION_NOTE = (
+    "Trained on Fashion-MNIST (Zalando Research, MIT License; Debian dataset-fashion-mnist); "
+    "samples can reproduce its images."
+)
+LICENCE_NOTES = {"openmoji": OPENMOJI_NOTE, "fashion-mnist": FASHION_NOTE}
+"""The licence line of a model's samples, by the dataset it was trained on."""
 
 
 @dataclass
@@ -57,6 +63,8 @@ class ModelManifest:
     commands: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     device: str = ""
+    threads: int = 0
+    """CPU threads torch used (the last session's; 0: not recorded)."""
     final_loss: float = float("nan")
     created: str = ""
     licence_note: str = ""
@@ -165,7 +173,8 @@ def _manifest(
         commands=commands,
         config=config.to_dict(),
         device=record.get("device", ""),
+        threads=int(record.get("threads", 0)),
         final_loss=float(sum(losses[-100:]) / max(1, len(losses[-100:]))),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
-        licence_note=OPENMOJI_NOTE if record.get("dataset") == "openmoji" else "",
+        licence_note=LICENCE_NOTES.get(str(record.get("dataset", "")), ""),
     )

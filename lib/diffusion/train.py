@@ -162,8 +162,15 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / CONFIG_FILE, config.to_json())
     record["device"] = dev
+    record["threads"] = _torch_threads()
     write_text_atomic(run_dir / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False))
     return _loop(run_dir, config, data, dev, progress)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _image_list(images: str | os.PathLike[str] | list[Path]) -> list[Path]:
