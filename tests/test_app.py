@@ -58,6 +58,30 @@ def test_streamlit_is_set_up_as_a_product_not_a_development_server() -> None:
     assert client["showSidebarNavigation"] is False
 
 
+def test_the_file_watcher_leaves_data_alone() -> None:
+    """Watching data/ (indexes, renders, uploads) overflowed inotify on a 1M-image index
+    and filled the server log; the option as Streamlit itself parses it from the repo."""
+    import os
+    from pathlib import Path
+
+    from streamlit import config, file_util
+
+    repo = Path(__file__).parents[1]
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        config.get_config_options(force_reparse=True)
+        ignored = config.get_option("server.folderWatchBlacklist")
+    finally:
+        os.chdir(cwd)
+    data_file = str(repo / "data" / "indexes" / "x" / "manifest.json")
+    assert any(file_util.file_is_in_folder_glob(data_file, str(repo / d)) for d in ignored)
+    assert not any(
+        file_util.file_is_in_folder_glob(str(repo / "pages" / "search.py"), str(repo / d))
+        for d in ignored
+    )
+
+
 def test_the_app_turns_its_own_navigation_on() -> None:
     import streamlit as st
 
