@@ -1,24 +1,34 @@
-"""A 2-D map of an index: UMAP fitted once, stored beside the index, reused.
+"""A 2-D map of an index: UMAP fitted once, stored beside the index as plain arrays, reused.
 
     INDEX_DIR/projection/
-      coords.npy         (n, 2) float32 UMAP coordinates
+      coords.npy         (n, 2) float32 map coordinates
       ids.npy            (n,) int64 index row ids of the projected points (every row)
       fit_ids.npy        (m,) int64 the rows UMAP was fitted on (m <= fit_points)
       nn_similarity.npy  (n,) float32 cosine of each point to its nearest other image
-      reducer.joblib     the fitted UMAP, for :func:`transform` of new images
       projection.json    n_points, n_total, n_fit, seed, UMAP parameters and the
-                         manifest ``updated`` stamp of the index it was computed from
+                         content stamp of the index it was computed from
+
+Nothing in that folder is ever unpickled: an index folder may come from someone else. The
+arrays are read with ``allow_pickle=False`` and checked (shape, dtype, range) against the
+index, projection.json is checked field by field, and any failure is a
+:class:`ProjectionError` ("compute the map again"). Maps written by earlier versions also
+hold ``reducer.joblib`` (a pickled UMAP); it is ignored, and goes when the map is rewritten.
 
 UMAP is fitted on a seeded random sample of at most ``fit_points`` images (50,000 by
-default; all of them in a smaller index), then every other image is placed on the fitted
-map with :func:`transform`'s method, in chunks with progress, so a map of millions costs
-one fit of 50,000 plus a neighbour search per image. Neighbours among the fitted points
-come from :meth:`ReplicaIndex.search_vectors` when the sample is the whole index, else
-from an exact inner-product search over the sample's vectors; UMAP runs on that
-precomputed sparse neighbour graph (``metric="precomputed"``): no pairwise distances in
-Python and no NN-descent compilation. Euclidean distance on L2-normalised vectors,
-``sqrt(2 - 2 cos)``, is what UMAP sees. Layouts start from the first two principal
-components and are seeded. A page draws at most :data:`MAX_DRAWN` points
+default; all of them in a smaller index). Every other image, and every image placed later
+(:func:`place_vectors`, :func:`place_images`), is placed from the map positions of its
+nearest mapped images, weighted by UMAP's fuzzy membership strengths as ``transform``
+weighs them, within the clump that holds most of that weight (:func:`place_from_neighbours`);
+an image that equals an indexed one lands on it. No fitted model is needed after the fit,
+so none is kept. ``benchmarks/map_placement.py`` measures how close this comes to
+``UMAP.transform``.
+
+Neighbours among the fitted points come from :meth:`ReplicaIndex.search_vectors` when the
+sample is the whole index, else from an exact inner-product search over the sample's
+vectors; UMAP runs on that precomputed sparse neighbour graph (``metric="precomputed"``): no
+pairwise distances in Python and no NN-descent compilation. Euclidean distance on
+L2-normalised vectors, ``sqrt(2 - 2 cos)``, is what UMAP sees. Layouts start from the first
+two principal components and are seeded. A page draws at most :data:`MAX_DRAWN` points
 (:func:`drawn_positions`) over a density image of all of them (:func:`density_grid`).
 
 The folder is written beside itself under a temporary name and renamed into place.
@@ -33,23 +43,28 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from lib.folders import swap_into_place
+from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex, open_index
 from lib.progress import ProgressCallback, report
+
+if TYPE_CHECKING:
+    from lib.embedders import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +73,11 @@ COORDS_FILE = "coords.npy"
 IDS_FILE = "ids.npy"
 FIT_IDS_FILE = "fit_ids.npy"
 NN_FILE = "nn_similarity.npy"
-REDUCER_FILE = "reducer.joblib"
 INFO_FILE = "projection.json"
+OLD_REDUCER_FILE = "reducer.joblib"
+"""The pickled UMAP that earlier versions stored: never read, dropped when the map is rewritten."""
+MAX_INFO_BYTES = 1 << 20
+"""A projection.json larger than this (bytes) is refused unread."""
 MAX_POINTS = 50_000
 """UMAP is fitted on at most this many images (a seeded random sample); the rest are placed
 on the fitted map."""
@@ -69,6 +87,18 @@ TRANSFORM_CHUNK = 10_000
 """Images placed on the fitted map per step."""
 MIN_POINTS = 5
 """UMAP needs a few points to build a neighbour graph."""
+MAX_N_NEIGHBORS = 1000
+"""The largest ``umap.n_neighbors`` a stored projection.json may give."""
+SAME_IMAGE_COSINE = 0.99999
+"""An image at least this similar (cosine) to a mapped one is the same picture, up to float
+rounding in the embedder (about 1e-7): it lands exactly on it. A brightness step of 2% is
+already below it (about 0.99994 with SSCD)."""
+MIN_K_DIST_SCALE = 1e-3
+"""UMAP's floor for a membership bandwidth, as a share of the mean neighbour distance."""
+CLUSTER_RADIUS = 0.5
+"""Map units: a new image lands at the weighted mean of its neighbours within this distance
+of their weighted medoid. UMAP lays a map out with spread 1 and min_dist 0.1, so half a unit
+keeps to one clump of near-duplicates."""
 UMAP_PARAMS: dict[str, Any] = {
     "n_neighbors": 15,
     "min_dist": 0.1,
@@ -81,7 +111,16 @@ OTHER_GROUP = "other"
 
 
 class ProjectionError(ValueError):
-    """The index cannot be projected (too few images) or a stored projection is unusable."""
+    """The index cannot be projected (too few images) or a stored projection is unusable
+    (then the message ends with what to do: compute the map again)."""
+
+
+_INFO_TYPES: dict[str, type] = {
+    "n_points": int, "n_total": int, "subsampled": bool, "seed": int, "max_points": int,
+    "umap": dict, "index_updated": str, "index_count": int, "embedder": str, "created": str,
+    "umap_version": str, "n_fit": int,
+}  # fmt: skip
+_TYPE_NAMES = {int: "an integer", bool: "true or false", str: "a string", dict: "an object"}
 
 
 @dataclass(frozen=True)
@@ -102,13 +141,56 @@ class ProjectionInfo:
     n_fit: int = 0
     """Images UMAP was fitted on (0 in maps stored before fitting on a sample)."""
 
+    @property
+    def n_neighbors(self) -> int:
+        """UMAP's neighbours per point (checked by :meth:`from_json`)."""
+        return int(self.umap["n_neighbors"])
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> ProjectionInfo:
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+    def from_json(cls, text: str | bytes) -> ProjectionInfo:
+        """Parse a projection.json, checking every field: keys it does not know are
+        ignored, optional ones (``created``, ``umap_version``, ``n_fit``) may be missing.
+
+        Raises:
+            ProjectionError: not UTF-8 JSON, not an object, a required field missing, a
+                field of the wrong type, a negative count, or ``umap.n_neighbors`` missing
+                or not an integer in 1..:data:`MAX_N_NEIGHBORS`.
+
+        Example:
+            >>> info = ProjectionInfo.from_json(Path("IDX/projection/projection.json").read_text())
+            >>> info.n_neighbors
+            15
+        """
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise ProjectionError(f"{INFO_FILE} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ProjectionError(f"{INFO_FILE} must hold an object, not {type(data).__name__}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                if f.default is MISSING:
+                    raise ProjectionError(f"{INFO_FILE} lacks the field {f.name!r}")
+                continue
+            value, kind = data[f.name], _INFO_TYPES[f.name]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ProjectionError(
+                    f"{INFO_FILE}: {f.name!r} must be {_TYPE_NAMES[kind]}, not {value!r:.60}"
+                )
+            if isinstance(value, int) and f.name != "seed" and value < 0:
+                raise ProjectionError(f"{INFO_FILE}: {f.name!r} must be >= 0, not {value}")
+            values[f.name] = value
+        k = values["umap"].get("n_neighbors")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_N_NEIGHBORS:
+            raise ProjectionError(
+                f"{INFO_FILE}: 'umap.n_neighbors' must be an integer in 1..{MAX_N_NEIGHBORS}, "
+                f"not {k!r:.60}"
+            )
+        return cls(**values)
 
     def matches(self, index: ReplicaIndex) -> bool:
         """True when this projection was computed from the current state of ``index``."""
@@ -135,8 +217,6 @@ class Projection:
     path: Path | None = None
     fit_ids: np.ndarray | None = None
     """(m,) int64 the rows UMAP was fitted on (None: ``ids``, as in older maps)."""
-    _reducer: Any = field(default=None, repr=False)
-    _search: Any = field(default=None, repr=False)
 
     @property
     def subsampled(self) -> bool:
@@ -156,24 +236,27 @@ class Projection:
         found = np.flatnonzero(self.ids == int(row))
         return int(found[0]) if found.size else None
 
-    def reducer(self) -> Any:
-        """The fitted UMAP (loaded from disk on first use)."""
-        if self._reducer is None:
-            if self.path is None:
-                raise ProjectionError("this projection has no stored reducer")
-            self._reducer = _load_reducer(self.path)
-        return self._reducer
+    def row_positions(self, count: int) -> np.ndarray:
+        """(count,) int64: for each index row, its position among the projected points
+        (-1 where it is not projected)."""
+        where = np.full(count, -1, np.int64)
+        where[self.ids] = np.arange(len(self.ids), dtype=np.int64)
+        return where
 
-    def point_search(self, index: ReplicaIndex | None = None) -> _PointSearch:
-        """Search over the fitted points' vectors (built on first use)."""
-        if self._search is None:
-            if index is None:
-                if self.path is None:
-                    raise ProjectionError("pass the index: this projection is not stored")
-                index = open_index(self.path.parent)
-            fitted = self.ids if self.fit_ids is None else self.fit_ids
-            self._search = _PointSearch.over(index, fitted)
-        return self._search
+
+@dataclass(frozen=True)
+class PlacedImages:
+    """Images placed on a map by :func:`place_images`.
+
+    ``names``: the readable images, in input order. ``vectors``: (m, dim) float32,
+    L2-normalised, their embeddings. ``coords``: (m, 2) float32 map positions.
+    ``errors``: ``"name: reason"`` for each file that could not be read (skipped).
+    """
+
+    names: list[str]
+    vectors: np.ndarray
+    coords: np.ndarray
+    errors: list[str]
 
 
 def projection_dir(index: ReplicaIndex | str | os.PathLike[str]) -> Path:
@@ -183,28 +266,114 @@ def projection_dir(index: ReplicaIndex | str | os.PathLike[str]) -> Path:
 
 
 def load_projection(index: ReplicaIndex) -> Projection | None:
-    """The stored projection of ``index``, or None when missing, damaged or out of date."""
+    """The stored projection of ``index``, or None when there is none or it is out of date
+    (the index changed since it was computed).
+
+    Only plain arrays are read (``allow_pickle=False``), each checked against the index;
+    a ``reducer.joblib`` left by an earlier version is never opened.
+
+    Raises:
+        ProjectionError: a stored map that cannot be used: projection.json malformed
+            (:meth:`ProjectionInfo.from_json`), an array missing, unreadable or of the wrong
+            shape, type or range, or a file that resolves outside the index folder. The
+            message ends with "compute it again"; :func:`project` does so.
+
+    Example:
+        >>> projection = load_projection(open_index("data/indexes/openmoji-sscd"))
+        >>> projection.coords.shape if projection else "no map yet"
+    """
     folder = projection_dir(index)
     if not (folder / INFO_FILE).is_file():
         return None
     try:
-        info = ProjectionInfo.from_json((folder / INFO_FILE).read_text(encoding="utf-8"))
-        ids = np.load(folder / IDS_FILE)
-        coords = np.load(folder / COORDS_FILE)
-        nn = np.load(folder / NN_FILE)
-        fit_ids = np.load(folder / FIT_IDS_FILE) if (folder / FIT_IDS_FILE).is_file() else None
-    except (OSError, ValueError, TypeError) as exc:
-        log.warning("ignoring unreadable projection in %s: %s", folder, exc)
-        return None
-    if not info.matches(index):
-        log.info("projection in %s is out of date for its index", folder)
-        return None
-    if not (len(ids) == len(coords) == len(nn) == info.n_points):
-        log.warning("ignoring inconsistent projection in %s", folder)
-        return None
+        text = _read_file(index.path, folder / INFO_FILE, MAX_INFO_BYTES)
+        info = ProjectionInfo.from_json(text)
+        if not info.matches(index):
+            log.info("projection in %s is out of date for its index", folder)
+            return None
+        projection = _read_arrays(index, folder, info)
+    except ProjectionError as exc:
+        raise ProjectionError(
+            f"the stored map in {folder} cannot be used ({exc}); compute it again"
+        ) from None
+    return projection
+
+
+def _read_arrays(index: ReplicaIndex, folder: Path, info: ProjectionInfo) -> Projection:
+    """The arrays of a stored map, each checked for shape, dtype and range."""
+    n = info.n_points
+    if n < MIN_POINTS:
+        raise ProjectionError(f"{INFO_FILE} says the map has {n} points, fewer than {MIN_POINTS}")
+    ids = _rows(_read_array(index.path, folder / IDS_FILE, n), IDS_FILE, index.count)
+    coords = _read_array(index.path, folder / COORDS_FILE, n)
+    nn = _read_array(index.path, folder / NN_FILE, n)
+    if len(ids) != n:
+        raise ProjectionError(f"{IDS_FILE} holds {len(ids)} rows, {INFO_FILE} says {n}")
+    if np.unique(ids).size != n:
+        raise ProjectionError(f"{IDS_FILE} names a row twice")
+    for name, array, shape in ((COORDS_FILE, coords, (n, 2)), (NN_FILE, nn, (n,))):
+        if array.shape != shape or array.dtype.kind != "f" or not np.isfinite(array).all():
+            raise ProjectionError(
+                f"{name} must be finite floats of shape {shape}, not {array.dtype} {array.shape}"
+            )
+    fit_ids = None
+    if (folder / FIT_IDS_FILE).exists() or (folder / FIT_IDS_FILE).is_symlink():
+        fit_ids = _rows(
+            _read_array(index.path, folder / FIT_IDS_FILE, n), FIT_IDS_FILE, index.count
+        )
     return Projection(
         ids, coords.astype(np.float32), nn.astype(np.float32), info, folder, fit_ids=fit_ids
     )
+
+
+def _rows(array: np.ndarray, name: str, count: int) -> np.ndarray:
+    """``array`` as (n,) int64 index rows, refused unless every one is in 0..count-1."""
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise ProjectionError(
+            f"{name} must be integers of shape (n,), not {array.dtype} {array.shape}"
+        )
+    if array.size and (array.min() < 0 or array.max() >= count):
+        raise ProjectionError(f"{name} names rows outside 0..{count - 1}")
+    return array.astype(np.int64)
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` resolved, refused unless it is a regular file inside ``root`` (resolved)."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ProjectionError(f"{path.name} points outside the index folder")
+    if not resolved.is_file():
+        raise ProjectionError(f"{path.name} is missing or not a regular file")
+    return resolved
+
+
+def _read_file(root: Path, path: Path, limit: int) -> bytes:
+    """The bytes of a small file of the map (at most ``limit``)."""
+    resolved = _inside(root, path)
+    try:
+        with resolved.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ProjectionError(f"{path.name} cannot be read: {exc}") from None
+    if len(data) > limit:
+        raise ProjectionError(f"{path.name} is larger than {limit:,} bytes")
+    return data
+
+
+def _read_array(root: Path, path: Path, n: int) -> np.ndarray:
+    """A ``.npy`` array of the map, read without unpickling anything, and only if its file
+    is no larger than ``n`` rows of two float64 need (plus a header)."""
+    resolved = _inside(root, path)
+    try:
+        if resolved.stat().st_size > 16 * n + 65_536:
+            raise ProjectionError(f"{path.name} is too large for {n:,} points")
+        with resolved.open("rb") as f:
+            array = np.load(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # pickled or damaged data: ValueError
+        raise ProjectionError(f"{path.name} cannot be read: {exc}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
+        raise ProjectionError(f"{path.name} is not a single array")
+    return array
 
 
 def project(
@@ -238,7 +407,11 @@ def project(
             f"a map needs at least {MIN_POINTS} images; this index has {index.count}"
         )
     if not force:
-        stored = load_projection(index)
+        try:
+            stored = load_projection(index)
+        except ProjectionError as exc:
+            log.warning("%s", exc)
+            stored = None
         if stored and _same_request(stored.info, max_points, seed):
             report(progress, 1, 1, "loaded the stored map")
             return stored
@@ -252,14 +425,15 @@ def project(
     k = _n_neighbors(len(fit_rows))
     sims, positions = search.search(fit_vectors, k + 1)
     report(progress, 0, total, f"fitting UMAP on {len(fit_rows):,} points (no per-step progress)")
-    reducer, fit_coords = _fit_umap(fit_vectors, _neighbour_graph(sims, positions, k), k, seed)
+    _, fit_coords = _fit_umap(fit_vectors, _neighbour_graph(sims, positions, k), k, seed)
     coords = np.empty((n, 2), np.float32)
     coords[fit_rows] = fit_coords
     report(progress, len(fit_rows), total, f"fitted on {len(fit_rows):,}")
     rest = np.setdiff1d(np.arange(n, dtype=np.int64), fit_rows)
     for start in range(0, len(rest), TRANSFORM_CHUNK):
         part = rest[start : start + TRANSFORM_CHUNK]
-        coords[part] = _place(reducer, search, index.get_vectors(part), k)
+        part_sims, found = search.search(index.get_vectors(part), k)
+        coords[part] = place_from_neighbours(part_sims, _coords_at(fit_coords, found))
         done = len(fit_rows) + start + len(part)
         report(progress, done, total, f"placed {done:,} of {n:,} on the map")
     if whole:
@@ -284,28 +458,20 @@ def project(
         umap_version=_umap_version(),
         n_fit=len(fit_rows),
     )
-    projection = Projection(
-        np.arange(n, dtype=np.int64),
-        coords,
-        nn,
-        info,
-        None,
-        fit_ids=fit_rows,
-        _reducer=reducer,
-        _search=search,
-    )
+    projection = Projection(np.arange(n, dtype=np.int64), coords, nn, info, None, fit_ids=fit_rows)
     report(progress, total, total, "saving")
     projection.path = _store(projection, projection_dir(index))
     report(progress, total, total, "done")
     return projection
 
 
-def transform(
+def place_vectors(
     projection: Projection | str | os.PathLike[str],
     vectors: np.ndarray,
     index: ReplicaIndex | None = None,
 ) -> np.ndarray:
-    """Place new images on an existing map.
+    """Place new images on an existing map from their nearest mapped images
+    (:func:`place_from_neighbours`), found through the index's own search.
 
     Args:
         projection: a :class:`Projection`, its stored folder, or the index folder.
@@ -313,38 +479,205 @@ def transform(
         index: the projected index, when already open (else opened from the folder).
 
     Returns:
-        (m, 2) float32 map coordinates; an image equal to a projected one lands on it.
+        (m, 2) float32 map coordinates; an image equal to a mapped one lands on it. An
+        image for which the search finds no mapped image lands at the map's median.
 
     Raises:
-        ProjectionError: no current projection is stored for that index.
+        ProjectionError: no current, usable projection is stored for that index.
         ValueError: ``vectors`` has the wrong shape.
+
+    Example:
+        >>> index = open_index("data/indexes/openmoji-sscd")
+        >>> vectors = index.create_embedder().embed_images([image])
+        >>> xy = place_vectors(index.path, vectors, index)  # (1, 2)
     """
     if not isinstance(projection, Projection):
         projection = _load_for(Path(projection), index)
+    if index is None:
+        if projection.path is None:
+            raise ProjectionError("pass the index: this projection is not stored")
+        index = open_index(projection.path.parent)
+    dim = int(index.manifest.dim)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    search = projection.point_search(index)
-    if vectors.ndim != 2 or vectors.shape[1] != search.dim:
-        raise ValueError(f"vectors must have shape (m, {search.dim}), got {vectors.shape}")
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"vectors must have shape (m, {dim}), got {vectors.shape}")
     if len(vectors) == 0:
         return np.zeros((0, 2), np.float32)
-    k = int(projection.info.umap["n_neighbors"])
-    return _place(projection.reducer(), search, vectors, k)
+    k = min(projection.info.n_neighbors, projection.n_points)
+    where = projection.row_positions(index.count)
+    # a map of a subset (stored by earlier versions): fetch more, keep the k mapped ones
+    spare = math.ceil(index.count / projection.n_points)
+    fetch = min(index.count, k * spare if spare == 1 else min(4 * k * spare, 2048))
+    sims, rows = index.search_vectors(vectors, fetch)
+    positions = np.where(rows >= 0, where[np.clip(rows, 0, None)], -1)
+    keep = np.argsort(positions < 0, axis=1, kind="stable")[:, :k]
+    sims = np.take_along_axis(sims, keep, axis=1)
+    positions = np.take_along_axis(positions, keep, axis=1)
+    coords = place_from_neighbours(sims, _coords_at(projection.coords, positions))
+    lost = ~np.isfinite(coords).all(axis=1)
+    if lost.any():
+        log.warning("%d image(s) found no mapped neighbour: placed at the centre", lost.sum())
+        coords[lost] = np.median(projection.coords, axis=0)
+    return coords
 
 
-def _place(reducer: Any, search: _PointSearch, vectors: np.ndarray, k: int) -> np.ndarray:
-    """(m, 2) float32: ``vectors`` placed on the map fitted by ``reducer`` through their
-    ``k`` nearest fitted points (``search``)."""
-    import scipy.sparse
+def place_images(
+    projection: Projection | str | os.PathLike[str],
+    images: Sequence[tuple[str, bytes | str | os.PathLike[str]]],
+    index: ReplicaIndex,
+    embedder: Embedder | None = None,
+) -> PlacedImages:
+    """Decode, embed and place images (uploads, generations) on the map of ``index``.
 
-    sims, positions = search.search(vectors, k)
-    distances = _distances(sims)
-    graph = scipy.sparse.csr_matrix(
-        (distances.ravel(), positions.ravel(), np.arange(0, distances.size + 1, k)),
-        shape=(len(vectors), search.size),
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Transforming new data with precomputed", UserWarning)
-        return np.asarray(reducer.transform(graph), dtype=np.float32)
+    Args:
+        projection: as for :func:`place_vectors`.
+        images: (name, raw bytes or a path) pairs; unreadable ones are skipped and named in
+            :attr:`PlacedImages.errors` with the reason.
+        embedder: the index's embedder, when already loaded (else created).
+
+    Raises:
+        ProjectionError: no current, usable projection is stored for that index.
+        EmbedderMismatch: ``embedder`` is not the one the index was built with.
+
+    Example:
+        >>> index = open_index("data/indexes/openmoji-sscd")
+        >>> placed = place_images(index.path, [("mine.png", Path("mine.png").read_bytes())], index)
+        >>> placed.coords  # (1, 2) float32
+    """
+    model = embedder or index.create_embedder()
+    index.check_embedder(model)
+    names, decoded, errors = [], [], []
+    for name, data in images:
+        try:
+            loaded = load_image(data, name=name, draft_short_side=model.draft_short_side)
+        except ImageLoadError as exc:
+            errors.append(f"{name}: {exc.reason}")
+            continue
+        names.append(name)
+        decoded.append(loaded.image)
+    vectors = model.embed_images(decoded) if decoded else np.zeros((0, model.dim), np.float32)
+    return PlacedImages(names, vectors, place_vectors(projection, vectors, index), errors)
+
+
+def place_from_neighbours(
+    similarities: np.ndarray, neighbour_coords: np.ndarray, radius: float | None = None
+) -> np.ndarray:
+    """Map positions of new images from the positions of their nearest mapped images.
+
+    Each neighbour weighs UMAP's fuzzy membership strength, as ``UMAP.transform`` weighs it
+    (:func:`_membership_weights`). An image whose cosine to its most similar neighbour is at
+    least :data:`SAME_IMAGE_COSINE` lands on that one. Any other lands in the clump of the
+    map that holds most of its neighbours' weight: at the weighted mean of the neighbours
+    within ``radius`` map units of the weighted medoid (the neighbour whose summed weighted
+    map distance to the others is least). UMAP's own starting point, the weighted mean of
+    all of them, falls between clumps when the neighbours are split; this stays closer to
+    where ``transform`` ends (``benchmarks/map_placement.py``).
+
+    Args:
+        similarities: (m, k) cosine to each image's k nearest mapped images; -inf (or NaN
+            coordinates) where a neighbour is missing.
+        neighbour_coords: (m, k, 2) their map positions.
+        radius: in map units (default :data:`CLUSTER_RADIUS`).
+
+    Returns:
+        (m, 2) float32; NaN for an image without any neighbour.
+
+    Raises:
+        ValueError: the shapes do not fit together.
+
+    Example:
+        >>> sims = np.array([[0.9, 0.8, 0.7]], np.float32)
+        >>> coords = np.array([[[0.0, 0.0], [0.2, 0.0], [9.0, 9.0]]])
+        >>> place_from_neighbours(sims, coords)  # between the first two; UMAP's start: (2.9, 2.8)
+        array([[0.09693526, 0.        ]], dtype=float32)
+    """
+    sims, coords, valid = _neighbour_arrays(similarities, neighbour_coords)
+    weights = _membership_weights(sims, valid)
+    rows = np.arange(len(sims))
+    spread = np.linalg.norm(coords[:, :, None, :] - coords[:, None, :, :], axis=3)
+    cost = np.where(valid, (spread * weights[:, None, :]).sum(axis=2), np.inf)
+    centre = coords[rows, cost.argmin(axis=1)]
+    near = valid & (np.linalg.norm(coords - centre[:, None, :], axis=2) <= _radius(radius))
+    local = weights * near
+    total = local.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.einsum("mk,mkc->mc", local, coords) / total[:, None]
+    out = np.where((total > 0)[:, None], out, centre)
+    best = np.where(valid, sims, -np.inf).argmax(axis=1)
+    same = valid[rows, best] & (sims[rows, best] >= SAME_IMAGE_COSINE)
+    out[same] = coords[rows, best][same]
+    out[~valid.any(axis=1)] = np.nan
+    return out.astype(np.float32)
+
+
+def _radius(radius: float | None) -> float:
+    return CLUSTER_RADIUS if radius is None else float(radius)
+
+
+def _umap_start(similarities: np.ndarray, neighbour_coords: np.ndarray) -> np.ndarray:
+    """(m, 2) float32: where ``UMAP.transform`` starts new points before optimising
+    (``umap.umap_.init_graph_transform``): the membership-weighted mean of the neighbours'
+    positions, or the position of a neighbour at distance 0. NaN without neighbours."""
+    sims, coords, valid = _neighbour_arrays(similarities, neighbour_coords)
+    weights = _membership_weights(sims, valid)
+    total = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.einsum("mk,mkc->mc", weights, coords) / total[:, None]
+    rows = np.arange(len(sims))
+    best = np.where(valid, sims, -np.inf).argmax(axis=1)
+    same = valid[rows, best] & (sims[rows, best] >= 1.0)
+    out[same] = coords[rows, best][same]
+    out[total <= 0] = np.nan
+    return out.astype(np.float32)
+
+
+def _neighbour_arrays(
+    similarities: np.ndarray, neighbour_coords: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float64 similarities (m, k), coordinates (m, k, 2) with 0 where missing, and the
+    (m, k) mask of the neighbours that are there."""
+    sims = np.asarray(similarities, dtype=np.float64)
+    coords = np.asarray(neighbour_coords, dtype=np.float64)
+    if sims.ndim != 2 or coords.shape != (*sims.shape, 2):
+        raise ValueError(
+            f"similarities (m, k) and neighbour_coords (m, k, 2) must agree, got {sims.shape} "
+            f"and {coords.shape}"
+        )
+    valid = np.isfinite(sims) & np.isfinite(coords).all(axis=2)
+    return sims, np.where(valid[..., None], coords, 0.0), valid
+
+
+def _membership_weights(sims: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(m, k) UMAP's fuzzy membership strength of each neighbour, as ``UMAP.transform``
+    computes it (local connectivity 0): ``exp(-d / sigma)``, ``d = sqrt(2 - 2 cos)``; 0 for
+    a missing neighbour."""
+    dist = np.where(valid, np.sqrt(np.clip(2.0 - 2.0 * np.where(valid, sims, 0.0), 0, 4)), np.inf)
+    return np.exp(-dist / _membership_sigma(dist)[:, None])
+
+
+def _membership_sigma(dist: np.ndarray, n_iter: int = 64) -> np.ndarray:
+    """(m,) UMAP's ``smooth_knn_dist`` bandwidth per row of ``dist`` ((m, k) distances,
+    inf where missing) with local connectivity 0: the sigma at which the memberships
+    ``exp(-d / sigma)`` of neighbours 2..k add up to log2(k), by bisection, floored at
+    :data:`MIN_K_DIST_SCALE` times the mean distance."""
+    m, k = dist.shape
+    target = math.log2(k) if k else 0.0
+    rest = dist[:, 1:]
+    lo, hi, mid = np.zeros(m), np.full(m, np.inf), np.ones(m)
+    for _ in range(n_iter):
+        high = np.exp(-rest / mid[:, None]).sum(axis=1) > target
+        hi = np.where(high, mid, hi)
+        lo = np.where(high, lo, mid)
+        mid = np.where(np.isinf(hi), mid * 2.0, (lo + hi) / 2.0)
+    finite = dist[np.isfinite(dist)]
+    return np.maximum(mid, MIN_K_DIST_SCALE * float(finite.mean()) if finite.size else 0.0)
+
+
+def _coords_at(coords: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(m, k, 2) float32: ``coords[positions]``, NaN where a position is -1."""
+    out = np.asarray(coords, dtype=np.float32)[np.clip(positions, 0, None)]
+    out[positions < 0] = np.nan
+    return out
 
 
 def nearest_neighbour_similarity(
@@ -579,23 +912,13 @@ def _load_for(folder: Path, index: ReplicaIndex | None) -> Projection:
     return stored
 
 
-def _load_reducer(folder: Path) -> Any:
-    import joblib
-
-    path = folder / REDUCER_FILE
-    if not path.is_file():
-        raise ProjectionError(f"no fitted map in {folder}; compute the projection first")
-    return joblib.load(path)
-
-
 def _store(projection: Projection, dest: Path) -> Path | None:
     """Write the projection to a temporary sibling and rename it into place.
 
     Returns the folder, or None when it could not be written (the projection then
-    lives only in memory; the index is never affected).
+    lives only in memory; the index is never affected). A ``reducer.joblib`` left by an
+    earlier version goes with the folder it was in.
     """
-    import joblib
-
     _remove_abandoned(dest)
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
@@ -605,7 +928,6 @@ def _store(projection: Projection, dest: Path) -> Path | None:
             np.save(tmp / FIT_IDS_FILE, projection.fit_ids)
         np.save(tmp / COORDS_FILE, projection.coords)
         np.save(tmp / NN_FILE, projection.nn_similarity)
-        joblib.dump(projection._reducer, tmp / REDUCER_FILE)
         (tmp / INFO_FILE).write_text(projection.info.to_json(), encoding="utf-8")
         swap_into_place(tmp, dest)
     except OSError as exc:

@@ -1,12 +1,11 @@
 """Map page: every training image as a point (UMAP of its embedding, fitted on a sample of
 at most 50,000 and the rest placed on it), coloured by caption group or by how close its
 nearest other image is; at most 20,000 points drawn over a density image of all of them;
-your own images placed on the same map as stars; pick a point to see the image and its
-nearest neighbours."""
+your own images placed on the same map as stars (by :func:`lib.projection.place_images`);
+pick a point to see the image and its nearest neighbours. A stored map that cannot be used
+(damaged, or written by hand) is offered to compute again, with the reason."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -15,19 +14,21 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from lib.app_config import load_config
-from lib.images import IMAGE_SUFFIXES, ImageLoadError, load_image
+from lib.images import IMAGE_SUFFIXES
 from lib.index import ReplicaIndex
 from lib.projection import (
     MIN_POINTS,
     OTHER_GROUP,
+    PlacedImages,
     Projection,
+    ProjectionError,
     caption_groups,
     density_grid,
     drawn_positions,
     grid_representatives,
     map_table,
+    place_images,
     project,
-    transform,
 )
 from lib.search import Match, rank_vectors
 from lib.st_cache import (
@@ -60,38 +61,16 @@ PALETTE = [c for c in plotly.colors.qualitative.Dark24 if c != "#222A2A"]
 DENSITY_BINS = 160
 
 
-@dataclass
-class Uploads:
-    """Uploaded images placed on the map: names, (m, dim) vectors, (m, 2) coords, errors."""
-
-    names: list[str] = field(default_factory=list)
-    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    coords: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
-    errors: list[str] = field(default_factory=list)
+NO_UPLOADS = PlacedImages([], np.zeros((0, 0), np.float32), np.zeros((0, 2), np.float32), [])
 
 
 @st.cache_data(show_spinner="Placing your images on the map…", max_entries=16)
 def place_uploads(
     path: str, mtime: float, map_key: str, files: tuple[tuple[str, bytes], ...], _p: Projection
-) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """Embed uploaded files with the index's embedder and project them onto the map:
-    names, (m, dim) vectors, (m, 2) coords, and a reason per unreadable file. Plain
-    values, since cached results are pickled and a page's classes cannot be."""
-    embedder = cached_embedder(path, mtime)
-    names, images, errors = [], [], []
-    for name, data in files:
-        try:
-            loaded = load_image(data, name=name, draft_short_side=embedder.draft_short_side)
-        except ImageLoadError as exc:
-            errors.append(f"{name}: {exc.reason}")
-            continue
-        names.append(name)
-        images.append(loaded.image)
-    if not images:
-        return [], np.zeros((0, embedder.dim), np.float32), np.zeros((0, 2), np.float32), errors
-    vectors = embedder.embed_images(images)
-    coords = transform(_p, vectors, cached_index(path, mtime))
-    return names, vectors, coords, errors
+) -> PlacedImages:
+    """Uploaded files placed on the map ``map_key`` names (:func:`lib.projection.place_images`
+    with the index's cached embedder)."""
+    return place_images(_p, files, cached_index(path, mtime), cached_embedder(path, mtime))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -152,7 +131,7 @@ def select_from_input() -> None:
 def map_figure(
     points: pd.DataFrame,
     colour: str,
-    uploads: Uploads,
+    uploads: PlacedImages,
     selected: int | None,
     pictures: list[tuple[str, float, float, float, float]] | None = None,
     density: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
@@ -343,7 +322,9 @@ def show_training_point(index: ReplicaIndex, row: int, projection: Projection) -
         neighbour_row(matches)
 
 
-def show_upload(index: ReplicaIndex, uploads: Uploads, which: int, files: dict[str, bytes]) -> None:
+def show_upload(
+    index: ReplicaIndex, uploads: PlacedImages, which: int, files: dict[str, bytes]
+) -> None:
     """A picked upload beside its nearest training images."""
     name = uploads.names[which]
     result = rank_vectors(index, uploads.vectors[which : which + 1], [name], top_k=NEIGHBOURS)[0]
@@ -369,7 +350,11 @@ st.caption(
 
 config = load_config()
 projection_key = projection_mtime(path)
-projection = cached_projection(path, mtime, projection_key)
+unusable = ""  # why the stored map cannot be used (damaged, or not written by this app)
+try:
+    projection = cached_projection(path, mtime, projection_key)
+except ProjectionError as exc:
+    projection, unusable = None, str(exc)
 if projection is None:
     projection = st.session_state.get(UNSTORED_KEY, {}).get(path)
 if projection is None:
@@ -380,13 +365,20 @@ if projection is None:
     rest = f", the other {index.count - fitted:,} placed on it" if fitted < index.count else ""
     offer = st.empty()  # cleared once the map is computed: no stale "No map yet"
     with offer.container():
+        if unusable:
+            st.warning(
+                "The map stored with this index cannot be used, so it is not shown. Compute "
+                f"it again to replace it.\n\n*Why:* {unusable}",
+                icon=":material/map:",
+            )
         st.info(
-            f"No map yet for this index. Computing it places {index.count:,} images with UMAP "
-            f"once (fitted on {fitted:,}{rest}; about "
+            f"{'No usable' if unusable else 'No'} map yet for this index. Computing it places "
+            f"{index.count:,} images with UMAP once (fitted on {fitted:,}{rest}; about "
             f"{max(1, round(fitted / 20_000 * 3 + (index.count - fitted) / 200_000))} min) "
             "and stores it beside the index."
         )
-        compute = st.button("Compute the map", key="map_compute", type="primary")
+        label = "Compute the map again" if unusable else "Compute the map"
+        compute = st.button(label, key="map_compute", type="primary")
     if not compute:
         st.stop()
     offer.empty()
@@ -429,11 +421,11 @@ uploaded = controls[1].file_uploader(
     key="map_uploads",
 )
 files = {f.name: f.getvalue() for f in uploaded or []}
-uploads = Uploads()
+uploads = NO_UPLOADS
 if files:
     try:
         map_key = f"{projection_key}:{projection.info.created}"
-        uploads = Uploads(*place_uploads(path, mtime, map_key, tuple(files.items()), projection))
+        uploads = place_uploads(path, mtime, map_key, tuple(files.items()), projection)
     except Exception as exc:
         show_error("Your images could not be placed on the map", exc)
     for error in uploads.errors:
@@ -473,7 +465,7 @@ fit_note = (
     else ""
 )
 st.caption(
-    f"{projection.n_points:,} images{fit_note} · UMAP, {projection.info.umap['n_neighbors']} "
+    f"{projection.n_points:,} images{fit_note} · UMAP, {projection.info.n_neighbors} "
     f"neighbours, seed {projection.info.seed} · colour: "
     + ("the caption's first word" if colour == COLOURS[0] else "cosine to the nearest other image")
 )

@@ -1,12 +1,14 @@
 """Map page (AppTest): the map is computed once and stored, drawn with caption groups or
 nearest-neighbour colours; picking a point shows its neighbours; uploads land as stars
-next to the image they copy."""
+next to the image they copy; a stored map that cannot be used is explained and offered to
+compute again."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,7 @@ def test_compute_button_stores_the_map_and_draws_every_image(tmp_path: Path) -> 
     assert not any("No map yet" in i.value for i in at.info)
     assert not [b for b in at.button if b.key == "map_compute"]
     assert (projection_dir(index_path) / "coords.npy").is_file()
-    assert (projection_dir(index_path) / "reducer.joblib").is_file()
+    assert not (projection_dir(index_path) / "reducer.joblib").exists(), "no pickle is stored"
     traces = figure(at)["data"]
     assert sum(len(values(t["x"])) for t in traces) == 65
     assert [t["name"] for t in traces] == ["red (32)", "blue (16)", "green (16)", "train (1)"]
@@ -187,7 +189,7 @@ def test_a_large_map_draws_a_capped_sample_over_the_density_of_all(
     mapped_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "replica.toml"
-    config.write_text("map_points = 20\n")
+    config.write_text(f'map_points = 20\nimage_roots = ["{mapped_index.parent}"]\n')
     monkeypatch.setenv("REPLICA_CONFIG", str(config))
     at = page(mapped_index)
     assert not at.exception
@@ -227,3 +229,38 @@ def test_pictures_on_the_map(mapped_index: Path) -> None:
     at.toggle(key="map_pictures").set_value(False).run()
     assert not at.exception
     assert not figure(at)["layout"].get("images")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"umap": {"min_dist": 0.1}},  # no n_neighbors
+        {"n_points": "65"},
+        {"umap": [15]},
+    ],
+)
+def test_an_unusable_stored_map_is_explained_and_computed_again(
+    mapped_index: Path, tmp_path: Path, damage: dict[str, Any]
+) -> None:
+    index_path = Path(shutil.copytree(mapped_index, tmp_path / "idx"))
+    info_path = projection_dir(index_path) / "projection.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), **damage}))
+    at = page(index_path)
+    assert not at.exception and not at.error, "a friendly message, not the error box"
+    (warning,) = at.warning
+    assert "cannot be used" in warning.value and "projection.json" in warning.value
+    assert "No usable map yet" in at.info[0].value
+    (button,) = [b for b in at.button if b.key == "map_compute"]
+    assert button.label == "Compute the map again"
+    button.click().run()
+    assert not at.exception and not at.warning
+    assert sum(len(values(t["x"])) for t in figure(at)["data"]) == 65
+    assert page(index_path).get("plotly_chart"), "the new map is stored and loads"
+
+
+def test_a_list_as_projection_json_is_explained(mapped_index: Path, tmp_path: Path) -> None:
+    index_path = Path(shutil.copytree(mapped_index, tmp_path / "idx"))
+    (projection_dir(index_path) / "projection.json").write_text("[]")
+    at = page(index_path)
+    assert not at.exception and not at.error
+    assert "must hold an object, not list" in at.warning[0].value
