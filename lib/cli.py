@@ -1,7 +1,8 @@
 """Command line: ``python -m lib COMMAND ...`` over the same library the app uses.
 
 Exit codes: 0 success, 1 failure (nothing usable came out), 2 usage error (bad
-arguments, missing folders, an index used with the wrong embedder).
+arguments, missing folders, an index used with the wrong embedder, a damaged index file:
+one line naming the file and what is wrong).
 """
 
 from __future__ import annotations
@@ -266,26 +267,41 @@ def cmd_index_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_index_list(args: argparse.Namespace) -> int:
-    from lib.index import list_indexes, open_index
+    """Every index under ROOT, opened: a damaged one is listed too, marked DAMAGED with
+    why (``error`` in JSON, null for the others), and hides none of the others. Exit 0
+    when at least one index opens (or there is none), 2 when every one found is damaged."""
+    from lib.index import IndexError_, list_indexes, open_index
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path in list_indexes(args.root):
-        index = open_index(path)
+        try:
+            index = open_index(path)
+        except (IndexError_, OSError, ValueError) as exc:
+            rows.append({"path": str(path), "embedder": "", "count": None, "created": ""})
+            rows[-1]["error"] = str(exc)
+            continue
         rows.append(
             {
                 "path": str(path),
                 "embedder": index.embedder_name,
                 "count": index.count,
                 "created": index.manifest.created,
+                "error": None,
             }
         )
+    damaged = sum(1 for r in rows if r["error"])
     if args.json:
         _print_json(rows)
     elif not rows:
         print(f"no indexes under {args.root}")
     for r in rows if not args.json else []:
-        print(f"{r['path']}  {r['embedder']}  {r['count']} images  {r['created']}")
-    return EXIT_OK
+        if r["error"]:
+            print(f"{r['path']}  DAMAGED: {r['error']}")
+        else:
+            print(f"{r['path']}  {r['embedder']}  {r['count']} images  {r['created']}")
+    if damaged:
+        print(f"{damaged} of {len(rows)} index(es) cannot be opened", file=sys.stderr)
+    return EXIT_USAGE if rows and damaged == len(rows) else EXIT_OK
 
 
 # ---------------------------------------------------------------- search, scan, duplicates
@@ -599,7 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("index_dir")
     _add_no_wait(calibrate)
     calibrate.set_defaults(func=cmd_index_calibrate)
-    lst = isub.add_parser("list", help="list the indexes under a folder")
+    lst = isub.add_parser(
+        "list",
+        help="list the indexes under a folder; damaged ones are marked with why (exit 2 "
+        "only when every index found is damaged)",
+    )
     lst.add_argument("root", nargs="?", default=str(DEFAULT_INDEX_ROOT))
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=cmd_index_list)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,48 +140,135 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-_SCRIPT = re.compile(
-    r'<script type="application/json" id="' + SCRIPT_ID + r'">(.*?)</script>', re.DOTALL
-)
+SCRIPT_START = f'<script type="application/json" id="{SCRIPT_ID}">'
+MAX_REPORT_BYTES = 256 * 1024 * 1024
+"""A report file larger than this is refused unread (a report of dozens of findings with
+their pictures is a few tens of MB)."""
+MAX_RECORD_BYTES = 128 * 1024 * 1024
+"""The record (JSON) may hold at most this many bytes, decompressed: a PDF attachment
+that inflates to more is refused while it inflates, so memory stays bounded."""
 
 
 def read_document(path: str | os.PathLike[str]) -> Document:
-    """The record inside a report (.pdf, .html or .json).
+    """The record inside a report (.pdf, .html or .json), every field checked
+    (:mod:`lib.evidence.record_check`) so that ``verify`` can use it.
+
+    Memory is bounded: files over :data:`MAX_REPORT_BYTES` are refused unread, records
+    over :data:`MAX_RECORD_BYTES` (a PDF attachment: while it inflates) too.
+
+    Example:
+        >>> try:
+        ...     read_document("notes.txt")
+        ... except DocumentError as exc:
+        ...     print(exc)
+        not a Replica report: notes.txt: verify reads .pdf, .html, .json reports
 
     Raises:
-        DocumentError: not a Replica report, or its record is missing or damaged.
-        OSError: the file cannot be read.
+        DocumentError: not a Replica report, for any reason (the message starts with
+            "not a Replica report:" and says why).
+        OSError: the file cannot be read (FileNotFoundError when it is missing).
     """
+    from lib.evidence.record_check import check_record
+    from lib.json_shape import ShapeError
+
     file = Path(path)
+    try:
+        text = _record_text(file)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(f"its record is damaged: {exc}") from None
+        except RecursionError:
+            raise DocumentError("its record is nested too deeply") from None
+        try:
+            check_record(data, "its record")
+            return Document.from_dict(data)
+        except (ShapeError, FindingError) as exc:
+            raise DocumentError(str(exc)) from None
+    except DocumentError as exc:
+        raise DocumentError(f"not a Replica report: {file.name}: {exc}") from None
+
+
+def _record_text(file: Path) -> str:
+    """The record's JSON text, by the file's suffix. Raises DocumentError, OSError."""
     suffix = file.suffix.lower()
-    if suffix == ".json":
-        text = file.read_text(encoding="utf-8")
-    elif suffix == ".html":
-        found = _SCRIPT.search(file.read_text(encoding="utf-8"))
-        if not found:
-            raise DocumentError(f"{file.name} holds no Replica record (it may have been re-saved)")
-        text = found.group(1)
-    elif suffix == ".pdf":
-        text = _pdf_attachment(file)
-    else:
-        raise DocumentError(f"{file.name}: verify reads {', '.join(SUFFIXES)} reports")
+    if suffix not in SUFFIXES:
+        raise DocumentError(f"verify reads {', '.join(SUFFIXES)} reports")
+    limit = MAX_RECORD_BYTES if suffix == ".json" else MAX_REPORT_BYTES
+    if file.stat().st_size > limit:
+        raise DocumentError(f"it is larger than {_size(limit)}")
+    with file.open("rb") as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise DocumentError(f"it is larger than {_size(limit)}")
+    if suffix == ".pdf":
+        raw = _pdf_attachment(raw)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DocumentError(f"the record inside {file.name} is damaged: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DocumentError(f"the record inside {file.name} is not a Replica record")
-    return Document.from_dict(data)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"its record is not UTF-8 text ({exc})") from None
+    if suffix == ".html":
+        text = _html_record(text)
+    return text
 
 
-def _pdf_attachment(file: Path) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+def _size(n: int) -> str:
+    return f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n:,} bytes"
 
+
+def _html_record(page: str) -> str:
+    """The JSON inside the page's record ``<script>`` (found in one linear pass)."""
+    start = page.find(SCRIPT_START)
+    end = page.find("</script>", start + len(SCRIPT_START)) if start >= 0 else -1
+    if start < 0 or end < 0:
+        raise DocumentError("it holds no Replica record (it may have been re-saved)")
+    record = page[start + len(SCRIPT_START) : end]
+    if len(record.encode("utf-8")) > MAX_RECORD_BYTES:
+        raise DocumentError(f"its record is larger than {_size(MAX_RECORD_BYTES)}")
+    return record
+
+
+def _pdf_attachment(data: bytes) -> bytes:
+    """The bytes of the PDF's ``replica-evidence.json`` attachment, inflated at most to
+    :data:`MAX_RECORD_BYTES` (pypdf's limits, set for this read only)."""
+    import io
+
+    from pypdf import PdfReader, apply_configuration, get_configuration
+
+    limits = get_configuration().with_overwrites(
+        **{
+            name: MAX_RECORD_BYTES
+            for name in (
+                "maximum_declared_stream_length",
+                "array_based_stream_maximum_output_length",
+                "jbig2_maximum_output_length",
+                "lzw_maximum_output_length",
+                "run_length_maximum_output_length",
+                "zlib_maximum_output_length",
+                "brotli_maximum_output_length",
+                "stream_decoding_work_maximum_length",
+            )
+        }
+    )
     try:
-        attachments = PdfReader(file).attachments
-    except (PdfReadError, ValueError, KeyError) as exc:
-        raise DocumentError(f"{file.name} is not a readable PDF: {exc}") from exc
-    if ATTACHMENT_NAME not in attachments:
-        raise DocumentError(f"{file.name} has no attached {ATTACHMENT_NAME}: not a Replica report")
-    return attachments[ATTACHMENT_NAME][0].decode("utf-8")
+        with apply_configuration(limits):
+            reader = PdfReader(io.BytesIO(data))
+            found = [f for f in reader.attachment_list if f.name == ATTACHMENT_NAME]
+            content = found[0].content if found else None
+    # pypdf raises many kinds of exception on a damaged or hostile file (its own
+    # PyPdfError, LimitReachedError, and ValueError, KeyError, TypeError, AttributeError,
+    # IndexError, RecursionError, zlib.error from its parsers): all mean "not readable"
+    except Exception as exc:
+        if type(exc).__name__ == "LimitReachedError":
+            raise DocumentError(
+                f"its content inflates to more than {_size(MAX_RECORD_BYTES)}"
+            ) from None
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise DocumentError(
+            f"it is not a readable PDF ({type(exc).__name__}{': ' if reason else ''}{reason})"
+        ) from None
+    if content is None:
+        raise DocumentError(f"it has no attached {ATTACHMENT_NAME}")
+    if len(content) > MAX_RECORD_BYTES:
+        raise DocumentError(f"its record is larger than {_size(MAX_RECORD_BYTES)}")
+    return bytes(content)

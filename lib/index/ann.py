@@ -17,10 +17,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lib.index.errors import AnnDamaged
+from lib.index.manifest import ANN_FILE, IndexManifest
 from lib.index.segments import SegmentVectors
 
 EXACT_LIMIT = 200_000
@@ -141,6 +144,112 @@ def set_nprobe(index: Any, nprobe: int) -> None:
         quantizer.hnsw.efSearch = max(2 * int(nprobe), 64)
 
 
+def ann_path(root: Path, ann: dict[str, Any]) -> Path:
+    """The approximate index file a manifest's ``ann`` names: directly under
+    ``root/ann``, also once symbolic links are resolved.
+
+    Raises:
+        AnnDamaged: the name is not ``ann/ann-HEX.faiss``, or it leads outside ``ann/``.
+    """
+    name = str(ann.get("file", ""))
+    if not ANN_FILE.fullmatch(name):
+        raise AnnDamaged(f"index {root}: {name!r} is not an approximate index file name")
+    path = root / name
+    if not path.resolve().is_relative_to((root / "ann").resolve()):
+        raise AnnDamaged(
+            f"index {root}: the approximate index file {name} leads outside {root / 'ann'} "
+            "(a symbolic link); refusing to read it"
+        )
+    return path
+
+
+def _repair_hint(root: Path | str) -> str:
+    return (
+        f"rebuild it from the stored vectors with `python -m lib index compact {root}` "
+        "(or build the index again)"
+    )
+
+
+def read_ann(root: Path, manifest: IndexManifest, source: Path | None = None) -> Any:
+    """The manifest's approximate index, read and checked against it (:func:`check_ann`),
+    its ``nprobe`` set. ``source``: where to read it instead (a descriptor kept open by a
+    reader, ``/proc/self/fd/N``); the name is still the manifest's.
+
+    Raises:
+        FileNotFoundError: the file is missing (a compaction may have replaced it; the
+            caller reads the manifest again).
+        AnnDamaged: the file cannot be read as a FAISS index, or does not match the
+            manifest; the message names the file and says how to rebuild it.
+    """
+    import faiss
+
+    assert manifest.ann is not None, "read_ann needs a manifest with an approximate index"
+    path = ann_path(root, manifest.ann)
+    where = source or path
+    if not where.is_file():
+        raise FileNotFoundError(f"index {root}: the approximate index file {path} is missing")
+    try:
+        index = faiss.read_index(str(where))
+    except (RuntimeError, MemoryError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AnnDamaged(
+            f"the approximate index file {path} is damaged (FAISS cannot read it: "
+            f"{first[:200]}); {_repair_hint(root)}"
+        ) from None
+    check_ann(index, int(manifest.ann["rows"]), manifest.dim, f"{path}", root)
+    set_nprobe(index, int(manifest.ann.get("nprobe", 32)))
+    return index
+
+
+def check_ann(index: Any, rows: int, dim: int, name: str, root: Path | str = "INDEX_DIR") -> None:
+    """Check that ``index`` is an IVF index of ``rows`` vectors of ``dim`` whose inverted
+    lists hold row ids ``0 .. rows-1`` only (FAISS does not check them on reading, and a
+    search would return rows that do not exist), ``rows`` of them, over a quantizer of one
+    centroid a list. Reads every stored id once: 0.1 s at 10M rows in 8,192 lists on the
+    2-core machine.
+
+    Raises:
+        AnnDamaged: the first mismatch, naming ``name``.
+    """
+    import faiss
+
+    def damaged(problem: str) -> AnnDamaged:
+        return AnnDamaged(
+            f"the approximate index file {name} is damaged ({problem}); {_repair_hint(root)}"
+        )
+
+    if int(index.d) != dim or int(index.ntotal) != rows:
+        raise damaged(
+            f"it holds {int(index.ntotal):,} vectors of dimension {int(index.d)}, the manifest "
+            f"says {rows:,} of dimension {dim}"
+        )
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        raise damaged("it is not an IVF index") from None
+    lists = ivf.invlists
+    if lists is None or int(lists.nlist) != int(ivf.nlist):
+        raise damaged("its inverted lists do not match its list count")
+    total = 0
+    for i in range(int(ivf.nlist)):
+        size = int(lists.list_size(i))
+        total += size
+        if size:
+            ids = faiss.rev_swig_ptr(lists.get_ids(i), size)
+            if int(ids.min()) < 0 or int(ids.max()) >= rows:
+                raise damaged(f"list {i} holds row ids outside 0..{rows - 1}")
+    if total != rows:
+        raise damaged(f"its lists hold {total:,} entries for {rows:,} vectors")
+    _check_quantizer(faiss.downcast_index(ivf.quantizer), int(ivf.nlist), dim, damaged)
+
+
+def _check_quantizer(quantizer: Any, nlist: int, dim: int, damaged: Any) -> None:
+    """The coarse quantizer holds ``nlist`` centroids of ``dim``. (FAISS itself checks an
+    HNSW quantizer's links when it reads the file, ``validate_HNSW``.)"""
+    if int(quantizer.ntotal) != nlist or int(quantizer.d) != dim:
+        raise damaged(f"its quantizer holds {int(quantizer.ntotal)} centroids for {nlist} lists")
+
+
 class SegmentSearch:
     """Search over a format-2 index: approximate shortlist, exact scores.
 
@@ -154,11 +263,20 @@ class SegmentSearch:
         tail: an exact ``IndexFlatIP`` over the rows after those, or None.
     """
 
-    def __init__(self, vectors: SegmentVectors, ann: Any, tail: Any | None):
+    def __init__(self, vectors: SegmentVectors, ann: Any, tail: Any | None, *, name: str = ""):
+        """Raises AnnDamaged when ``ann`` is not a sound IVF index over the first rows of
+        ``vectors`` (:func:`check_ann`; ``name`` names its file in the message)."""
+        covered = int(ann.ntotal)
+        if covered > len(vectors):
+            raise AnnDamaged(
+                f"the approximate index file {name or 'of this index'} is damaged (it holds "
+                f"{covered:,} vectors, the index {len(vectors):,}); {_repair_hint('INDEX_DIR')}"
+            )
+        check_ann(ann, covered, vectors.dim, name or "of this index")
         self.vectors = vectors
         self.ann = ann
         self.tail = tail
-        self.covered = int(ann.ntotal)
+        self.covered = covered
         self.ntotal = len(vectors)
         self.d = vectors.dim
 
@@ -189,6 +307,11 @@ class SegmentSearch:
             params = faiss.SearchParametersIVF()
             params.nprobe = int(nprobe)
             _, ids = self.ann.search(queries, min(wanted, self.covered), params=params)
+        if ids.size and int(ids.max()) >= self.covered:
+            raise AnnDamaged(
+                f"the approximate index returned row {int(ids.max())} of {self.covered}: it "
+                f"is damaged; {_repair_hint('INDEX_DIR')}"
+            )
         if self.tail is not None and self.tail.ntotal:
             _, tail_ids = self.tail.search(queries, min(wanted, int(self.tail.ntotal)))
             tail_ids = np.where(tail_ids >= 0, tail_ids + self.covered, -1)

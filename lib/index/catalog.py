@@ -8,7 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.index.manifest import MANIFEST_FILE, IndexManifest
+from lib.index.errors import ManifestError
+from lib.index.manifest import read_manifest
 
 INDEX_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """A new index's folder name: letters, digits, ``-`` and ``_``; 1 to 64 characters."""
@@ -45,22 +46,31 @@ class IndexCard:
 
 
 def read_card(path: str | os.PathLike[str]) -> IndexCard:
-    """The card of the index at ``path``, from ``manifest.json`` alone."""
+    """The card of the index at ``path``, from ``manifest.json`` alone (checked by
+    :func:`lib.index.manifest.read_manifest`). A manifest that cannot be read gives a
+    card with only ``name``, ``path`` and ``error`` (why), never an exception, so that one
+    damaged index does not hide the others.
+
+    Example:
+        >>> read_card("no/such/index").error.startswith("damaged: manifest.json cannot be read")
+        True
+    """
     root = Path(path)
     try:
-        manifest = IndexManifest.from_json((root / MANIFEST_FILE).read_text(encoding="utf-8"))
-        return IndexCard(
-            name=root.name,
-            path=str(root),
-            embedder=manifest.embedder_name,
-            count=int(manifest.count),
-            created=manifest.created,
-            updated=manifest.updated,
-            skipped=len(manifest.skipped),
-            sources=tuple(manifest.sources),
-        )
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        return IndexCard(name=root.name, path=str(root), error=f"unreadable manifest: {exc}")
+        manifest = read_manifest(root)
+    except (OSError, ManifestError) as exc:
+        reason = exc if isinstance(exc, ManifestError) else f"manifest.json cannot be read: {exc}"
+        return IndexCard(name=root.name, path=str(root), error=f"damaged: {reason}")
+    return IndexCard(
+        name=root.name,
+        path=str(root),
+        embedder=manifest.embedder_name,
+        count=manifest.count,
+        created=manifest.created,
+        updated=manifest.updated,
+        skipped=len(manifest.skipped),
+        sources=tuple(manifest.sources),
+    )
 
 
 def new_index_path(name: str, index_root: str | os.PathLike[str]) -> Path:

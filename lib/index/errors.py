@@ -31,3 +31,22 @@ class IndexWriteError(IndexError_):
 
 class IndexLocked(IndexError_):
     """Another writer holds the index's lock and the caller asked not to wait."""
+
+
+class IndexCorrupt(IndexNotFound, ValueError):
+    """A file of the index is damaged or not what its manifest says: the manifest, a
+    segment's vectors or metadata, or the approximate index. The message names the file
+    and what is wrong. A subclass of :class:`IndexNotFound` (the index cannot be used;
+    the command line exits 2) and of ValueError (callers that caught the ValueError
+    a damaged file used to raise keep working)."""
+
+
+class ManifestError(IndexCorrupt):
+    """``manifest.json`` is not a manifest this version reads: not JSON, not an object,
+    a field missing or of the wrong type, or a segment or file name that points outside
+    the index folder. The message names the file and the field."""
+
+
+class AnnDamaged(IndexCorrupt):
+    """The approximate index file (``ann/*.faiss``) cannot be read or does not match the
+    manifest (dimension, rows, row ids)."""

@@ -17,19 +17,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from tokenize import TokenError
 
 import numpy as np
 import pandas as pd
 
-from lib.index.errors import IndexWriteError
-from lib.index.manifest import fsync_path
+from lib.index.errors import IndexCorrupt, IndexWriteError
+from lib.index.manifest import MAX_ROWS, SEGMENT_NAME, VECTOR_DTYPES, fsync_path
 
 SEGMENTS_DIR = "segments"
 VECTORS_FILE = "vectors.npy"
 SEGMENT_METADATA_FILE = "metadata.parquet"
 PATH_BYTES_COLUMN = "path_bytes"
 """Optional metadata column: the raw bytes of a path that is not valid UTF-8 (null elsewhere)."""
-VECTOR_DTYPES = ("float32", "float16")
+REQUIRED_COLUMNS = ("id", "path", "sha256")
+"""Metadata columns every segment has (readers look rows up by them)."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,50 @@ class SegmentInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> SegmentInfo:
-        return cls(str(data["name"]), int(str(data["rows"])), str(data.get("dtype", "float32")))
+        """The entry of a manifest checked by :func:`lib.index.manifest.check_manifest`.
+
+        Raises:
+            IndexCorrupt: not a segment entry (a manifest that was not checked).
+        """
+        name, rows, dtype = data.get("name"), data.get("rows"), data.get("dtype", "float32")
+        if (
+            not isinstance(name, str)
+            or not SEGMENT_NAME.fullmatch(name)
+            or not isinstance(rows, int)
+            or isinstance(rows, bool)
+            or not 0 <= rows <= MAX_ROWS
+            or dtype not in VECTOR_DTYPES
+        ):
+            raise IndexCorrupt(f"not a segment entry of a manifest: {str(data)[:200]}")
+        return cls(name, rows, str(dtype))
 
 
 def segment_dir(root: Path, name: str) -> Path:
+    """The folder of segment ``name`` (a plain ``seg-...`` name) under ``root/segments``.
+
+    Raises:
+        IndexCorrupt: ``name`` is not a segment name.
+    """
+    if not SEGMENT_NAME.fullmatch(name):
+        raise IndexCorrupt(f"{name!r} is not a segment name (seg- and hex digits)")
     return root / SEGMENTS_DIR / name
+
+
+def segment_file(root: Path, name: str, file: str) -> Path:
+    """``root/segments/name/file``, checked to stay inside ``root/segments`` once
+    symbolic links are resolved (a segment is never a link to another folder).
+
+    Raises:
+        IndexCorrupt: the name is not a segment name, or the path leads outside.
+    """
+    path = segment_dir(root, name) / file
+    base = (root / SEGMENTS_DIR).resolve()
+    if not path.resolve().is_relative_to(base):
+        raise IndexCorrupt(
+            f"segment {name} of index {root}: {file} leads outside {base} (a symbolic "
+            "link); refusing to read it"
+        )
+    return path
 
 
 def write_segment(
@@ -118,15 +159,41 @@ def pop_raw_paths(metadata: pd.DataFrame) -> dict[int, bytes]:
 def read_segment_vectors(root: Path, info: SegmentInfo, dim: int) -> np.ndarray:
     """A segment's vectors, memory-mapped read-only: (rows, dim) in its stored dtype.
 
+    Only the .npy format is read (never a pickle or a zip), and the file must hold the
+    rows, dimension and dtype the manifest says, all of them (not truncated).
+
     Raises:
-        OSError: missing or unreadable; ValueError: not the shape the manifest says.
+        FileNotFoundError: the file is missing (a compaction may have removed it: the
+            caller reads the manifest again).
+        IndexCorrupt: anything else: unreadable, not an .npy file, truncated, or another
+            shape or dtype than the manifest's (the message names the segment).
     """
-    vectors = np.load(segment_dir(root, info.name) / VECTORS_FILE, mmap_mode="r")
+    path = segment_file(root, info.name, VECTORS_FILE)
+    try:
+        vectors = np.lib.format.open_memmap(path, mode="r")
+    except FileNotFoundError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        OverflowError,
+        TypeError,
+        SyntaxError,
+        TokenError,
+    ) as exc:
+        # numpy parses the .npy header as a Python literal: a damaged one can raise the
+        # tokenizer's and parser's errors too
+        raise IndexCorrupt(
+            f"segment {info.name} of index {root}: {VECTORS_FILE} is damaged or not a "
+            f"vector file ({exc}); rebuild the index"
+        ) from None
     _random_access(vectors)
-    if vectors.shape != (info.rows, dim):
-        raise ValueError(
-            f"segment {info.name} holds {vectors.shape} vectors, the manifest says "
-            f"({info.rows}, {dim})"
+    if vectors.shape != (info.rows, dim) or vectors.dtype != np.dtype(info.dtype):
+        raise IndexCorrupt(
+            f"segment {info.name} of index {root}: {VECTORS_FILE} holds {vectors.shape} "
+            f"{vectors.dtype} vectors, the manifest says ({info.rows}, {dim}) {info.dtype}; "
+            "rebuild the index"
         )
     return vectors
 
@@ -147,11 +214,45 @@ def _advise(vectors: np.ndarray, flag: str) -> None:
 
 
 def read_segment_metadata(root: Path, info: SegmentInfo) -> pd.DataFrame:
-    """A segment's metadata rows (``path_bytes`` included when stored)."""
-    frame = pd.read_parquet(segment_dir(root, info.name) / SEGMENT_METADATA_FILE)
+    """A segment's metadata rows (``path_bytes`` included when stored).
+
+    Raises:
+        FileNotFoundError: the file is missing (as in :func:`read_segment_vectors`).
+        IndexCorrupt: not a readable Parquet file, another number of rows than the
+            manifest says, or without the columns of :data:`REQUIRED_COLUMNS`.
+    """
+    import pyarrow as pa
+
+    path = segment_file(root, info.name, SEGMENT_METADATA_FILE)
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        NotImplementedError,
+        EOFError,
+        pa.ArrowException,
+    ) as exc:
+        raise IndexCorrupt(
+            f"segment {info.name} of index {root}: {SEGMENT_METADATA_FILE} is damaged or "
+            f"not a Parquet table ({str(exc)[:300]}); rebuild the index"
+        ) from None
+    problem = ""
     if len(frame) != info.rows:
-        raise ValueError(
-            f"segment {info.name} has {len(frame)} metadata rows, the manifest says {info.rows}"
+        problem = f"has {len(frame)} rows, the manifest says {info.rows}"
+    elif missing := [c for c in REQUIRED_COLUMNS if c not in frame.columns]:
+        problem = f"has no column {', '.join(missing)}"
+    elif len(frame) and not pd.api.types.is_integer_dtype(frame["id"]):
+        problem = f"has ids of type {frame['id'].dtype}, not integers"
+    if problem:
+        raise IndexCorrupt(
+            f"segment {info.name} of index {root}: {SEGMENT_METADATA_FILE} {problem}; "
+            "rebuild the index"
         )
     return frame
 
