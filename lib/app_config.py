@@ -11,9 +11,15 @@ the app at temporary folders):
     case_root = "/srv/replica/cases"            # where cases are stored (one folder each)
     map_fit_points = 50000                      # Map page: UMAP fitted on at most this many
     map_points = 20000                          # Map page: points drawn (density for all)
+    upload_zip_bytes = 1073741824               # one zip may expand to at most this (1 GiB)
+    upload_session_bytes = 2147483648           # one session may upload at most this (2 GiB)
+    upload_min_free_bytes = 1073741824          # uploads never leave less disk free (1 GiB)
+    upload_temp_hours = 24                      # loose uploads (Distributions) kept this long
 
 Defaults: indexes under ``data/indexes/``; image roots ``data/`` and the Debian datasets;
-uploads under ``data/uploads/``; cases under ``data/cases/``.
+uploads under ``data/uploads/``; cases under ``data/cases/``; the upload limits of
+:mod:`lib.uploads` (1 GiB per zip, 2 GiB per session, 1 GiB of disk kept free, loose
+uploads deleted after 24 hours).
 """
 
 from __future__ import annotations
@@ -32,6 +38,14 @@ UPLOAD_ROOT = DATA_DIR / "uploads"
 """Uploaded zips are extracted under here (one folder per upload)."""
 CASE_ROOT = DATA_DIR / "cases"
 """Cases (:mod:`lib.evidence.case`) are stored under here, one folder per case."""
+UPLOAD_ZIP_BYTES = 1024**3
+"""Default limit on what one uploaded zip may expand to (its kept files), in bytes."""
+UPLOAD_SESSION_BYTES = 2 * 1024**3
+"""Default limit on the uploads, zips and loose images, one app session may store (bytes)."""
+UPLOAD_MIN_FREE_BYTES = 1024**3
+"""Default disk space (bytes) an upload must leave free; it is refused otherwise."""
+UPLOAD_TEMP_HOURS = 24.0
+"""Default age (hours) after which loose uploads (the Distributions page's) are deleted."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,14 @@ class AppConfig:
     """The Map page fits UMAP on at most this many images and places the rest on it."""
     map_points: int = 20_000
     """The Map page draws at most this many points; a density image shows all of them."""
+    upload_zip_bytes: int = UPLOAD_ZIP_BYTES
+    """One uploaded zip may expand to at most this many bytes (its kept files)."""
+    upload_session_bytes: int = UPLOAD_SESSION_BYTES
+    """One app session may store at most this many bytes of uploads, zips and loose images."""
+    upload_min_free_bytes: int = UPLOAD_MIN_FREE_BYTES
+    """An upload is refused when it would leave less than this many bytes of disk free."""
+    upload_temp_hours: float = UPLOAD_TEMP_HOURS
+    """Loose uploads (the Distributions page's) older than this are deleted at the next one."""
 
     def allowed_image_dir(self, folder: str | os.PathLike[str]) -> Path:
         """``folder`` resolved, if it lies inside a configured image root (or uploads). A
@@ -96,7 +118,27 @@ def load_config(path: Path | None = None) -> AppConfig:
         case_root=Path(data.get("case_root", defaults.case_root)),
         map_fit_points=int(data.get("map_fit_points", defaults.map_fit_points)),
         map_points=int(data.get("map_points", defaults.map_points)),
+        upload_zip_bytes=_positive(data, "upload_zip_bytes", defaults.upload_zip_bytes),
+        upload_session_bytes=_positive(data, "upload_session_bytes", defaults.upload_session_bytes),
+        upload_min_free_bytes=int(
+            data.get("upload_min_free_bytes", defaults.upload_min_free_bytes)
+        ),
+        upload_temp_hours=float(data.get("upload_temp_hours", defaults.upload_temp_hours)),
     )
+
+
+def _positive(data: dict[str, object], key: str, default: int) -> int:
+    """``data[key]`` as a positive int (``default`` when absent).
+
+    Raises:
+        ValueError: not a positive whole number of bytes.
+    """
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(
+            f"{key} in the app config must be a positive number of bytes, got {value!r}"
+        )
+    return value
 
 
 def available_indexes(config: AppConfig) -> list[Path]:

@@ -1,36 +1,102 @@
 """The one safe image loader: every decode in Replica goes through :func:`load_image`.
 
 It reads the bytes once (so the sha256 and the decode see the same data), refuses
-files that are empty, truncated, not images, or larger than a pixel limit, applies
-EXIF orientation, and converts every mode Pillow can produce (palette, alpha,
-CMYK, 16-bit, greyscale, animated) to 8-bit RGB. Alpha is composited on white.
+files that are empty, truncated, not images, larger than a pixel limit, or whose decode
+would need more memory than a byte limit (judged from the header, before any pixel is
+decoded), applies EXIF orientation, and converts every mode Pillow can produce (palette,
+alpha, CMYK, 16-bit, float, greyscale, animated) to 8-bit RGB. Alpha is composited on
+white. Only raster formats Pillow decodes itself are opened (:func:`decodable_formats`);
+PostScript, which Pillow hands to Ghostscript, never is.
+
+Which files under a folder are images is decided by :mod:`lib.image_files`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
+    {
+        *(".apng", ".avif", ".avifs", ".blp", ".bmp", ".bw", ".cur", ".dcx", ".dds", ".dib"),
+        *(".fit", ".fits", ".flc", ".fli", ".ftc", ".ftu", ".gbr", ".gif", ".icb", ".icns"),
+        *(".ico", ".im", ".j2c", ".j2k", ".jfif", ".jp2", ".jpc", ".jpe", ".jpeg", ".jpf"),
+        *(".jpg", ".jpx", ".mpo", ".msp", ".pbm", ".pcd", ".pcx", ".pfm", ".pgm", ".png"),
+        *(".pnm", ".ppm", ".psd", ".pxr", ".qoi", ".ras", ".rgb", ".rgba", ".sgi", ".tga"),
+        *(".tif", ".tiff", ".vda", ".vst", ".webp", ".xbm", ".xpm"),
+    }
 )
-"""File suffixes treated as images when a folder is scanned (lower case)."""
+"""Suffixes (lower case) of the formats :func:`decodable_formats` names, as Pillow registers
+them. Folders are listed by content, not by these; they pick the files an uploaded zip
+keeps and the types the upload widgets accept."""
+
+UNDECODED_FORMATS = {
+    "EPS": "PostScript/EPS: not decoded (Pillow would run Ghostscript on it)",
+    "BUFR": "BUFR: no decoder installed",
+    "GRIB": "GRIB: no decoder installed",
+    "HDF5": "HDF5: no decoder installed",
+    "MPEG": "MPEG video: not an image",
+    "WMF": "WMF/EMF: vector image, not decoded",
+    "IPTC": "IPTC/NAA: not an image",
+}
+"""Formats Pillow identifies but Replica never decodes, with the reason given for them."""
 
 DEFAULT_MAX_PIXELS = 80_000_000
 """Refuse images with more pixels than this (width x height), about 9000 x 9000."""
 
+DEFAULT_MAX_DECODE_BYTES = 512 * 1024**2
+"""Refuse images whose decode and conversion to RGB would hold more than this many bytes
+of memory at once, estimated from the header by :func:`decode_memory`. An 80 MP RGB JPEG
+needs about 340 MB; a 62 MP 32-bit float TIFF 560 MB (refused); WebP and JPEG 2000 decoders
+need 17 and 20 bytes per pixel, so their limit is about 30 MP and 25 MP."""
+
 MAX_FILE_BYTES = 256 * 1024 * 1024
 """Refuse files larger than this many bytes before reading them."""
+
+HEAD_BYTES = 1024
+"""How much of a file :func:`unreadable_reason` looks at (an SVG's tag may follow comments)."""
+
+HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+"""Single-channel modes of more than 8 bits, scaled to 8-bit grey by :func:`to_rgb`."""
+
+_NATIVE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+"""Bytes per pixel Pillow stores for a mode; every other mode takes 4 (RGB too)."""
+
+_DECODER_BYTES = {"WEBP": 13, "JPEG2000": 16, "AVIF": 6}
+"""Bytes per pixel a format's decoder holds beside the image, measured on Pillow 13
+(benchmarks/untrusted_inputs.py): libwebp's canvas and its copies, OpenJPEG's int32
+planes, libavif's YUV planes."""
+
+_BAND_PIXELS = 1 << 20
+"""High-bit-depth images are scaled to 8 bits in bands of about this many pixels."""
+
+_WHITE = (255, 255, 255)
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation -> the transpose that turns the stored pixels upright."""
+
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
 
 
 class ImageLoadError(ValueError):
@@ -69,6 +135,61 @@ class SkippedFile:
         return {"path": self.path, "reason": self.reason}
 
 
+@functools.cache
+def decodable_formats() -> tuple[str, ...]:
+    """Pillow format names :func:`load_image` opens: every format this Pillow reads (with
+    ``pillow-heif``'s HEIF opener when that package is installed), less
+    :data:`UNDECODED_FORMATS`.
+
+    Example:
+        >>> "PNG" in decodable_formats()
+        True
+    """
+    _register_optional_openers()
+    Image.init()
+    return tuple(sorted(f for f in Image.OPEN if f not in UNDECODED_FORMATS))
+
+
+def _register_optional_openers() -> None:
+    """Let Pillow read HEIC/HEIF when ``pillow-heif`` is installed (it is optional)."""
+    try:
+        import pillow_heif  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    pillow_heif.register_heif_opener()
+
+
+def unreadable_reason(head: bytes) -> str:
+    """Why a file whose first bytes are ``head`` (:data:`HEAD_BYTES` of them) is not decoded,
+    for a file that no format in :func:`decodable_formats` recognises.
+
+    Example:
+        >>> unreadable_reason(b"\\0\\0\\0\\x18ftypheic")
+        'HEIC/HEIF: no decoder installed (pip install pillow-heif)'
+    """
+    if not head:
+        return "empty file (0 bytes)"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS:
+            return "HEIC/HEIF: no decoder installed (pip install pillow-heif)"
+        if brand in (b"avif", b"avis"):
+            return "AVIF: this Pillow was built without AVIF support (Pillow 11.3+ reads it)"
+        if brand in (b"jxl ",):
+            return "JPEG XL: no decoder installed"
+        return "not an image (a video or other ISO media file)"
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\0\0\0\x0cJXL "):
+        return "JPEG XL: no decoder installed"
+    if head.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return UNDECODED_FORMATS["EPS"]
+    if head.startswith(b"%PDF"):
+        return "PDF: not an image (export its pages as PNG to index them)"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "SVG: vector image, not decoded (export it as PNG to index it)"
+    return "not an image (unrecognised format)"
+
+
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """Read a file for decoding, refusing missing, empty, and oversized files."""
     p = Path(path)
@@ -91,6 +212,7 @@ def load_image(
     source: str | os.PathLike[str] | bytes,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
     draft_short_side: int | None = None,
     name: str | None = None,
 ) -> LoadedImage:
@@ -101,6 +223,8 @@ def load_image(
         max_pixels: refuse images whose width x height exceeds this, judged from the
             header before any pixel is decoded. Pillow's own decompression-bomb limit
             (``2 * PIL.Image.MAX_IMAGE_PIXELS``, about 179 MP) still applies above it.
+        max_decode_bytes: refuse images whose decode would hold more bytes of memory than
+            this (:func:`decode_memory`), also judged from the header.
         draft_short_side: for JPEG, let the decoder reduce by a power of two
             (DCT scaling) while keeping the short side at least this many pixels;
             None or 0 decodes at full size.
@@ -108,10 +232,18 @@ def load_image(
 
     Raises:
         ImageLoadError: with a reason such as "not an image", "truncated", "too large".
-        ValueError: ``max_pixels`` is not positive or ``draft_short_side`` is negative.
+        ValueError: ``max_pixels`` or ``max_decode_bytes`` is not positive, or
+            ``draft_short_side`` is negative.
+
+    Example:
+        >>> loaded = load_image("photo.jpg", draft_short_side=288)
+        >>> loaded.image.mode, loaded.width, loaded.height
+        ('RGB', 4032, 3024)
     """
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if max_decode_bytes <= 0:
+        raise ValueError(f"max_decode_bytes must be positive, got {max_decode_bytes}")
     if draft_short_side is not None and draft_short_side < 0:
         raise ValueError(f"draft_short_side must be >= 0 or None, got {draft_short_side}")
     if isinstance(source, bytes | bytearray):
@@ -125,7 +257,10 @@ def load_image(
         label = name or str(source)
         data = read_bytes(source)
     digest = hashlib.sha256(data).hexdigest()
-    image, width, height = _decode(data, label, max_pixels, draft_short_side)
+    try:
+        image, width, height = _decode(data, max_pixels, max_decode_bytes, draft_short_side)
+    except ImageLoadError as exc:
+        raise ImageLoadError(exc.reason, label) from exc
     return LoadedImage(image=image, source=label, sha256=digest, width=width, height=height)
 
 
@@ -134,107 +269,258 @@ def _file_too_large(size: int) -> str:
 
 
 def _decode(
-    data: bytes, label: str, max_pixels: int, draft_short_side: int | None
+    data: bytes, max_pixels: int, max_decode_bytes: int, draft_short_side: int | None
 ) -> tuple[Image.Image, int, int]:
     # No warnings.catch_warnings() here: it swaps process-wide filters and is not
-    # thread-safe, and load_image runs in a thread pool. Our own max_pixels check
-    # runs on the header; Pillow's DecompressionBombError covers the rest.
-    # Decoders fed untrusted bytes raise more than OSError (struct.error, IndexError,
-    # TypeError, EOFError, ...); any of them means the file cannot be decoded.
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as exc:
-        raise ImageLoadError("not an image (unrecognised format)", label) from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"too large: refused as a decompression bomb ({exc})", label) from exc
-    except Exception as exc:
-        raise ImageLoadError(f"corrupt image header ({exc})", label) from exc
+    # thread-safe, and load_image runs in a thread pool. Our own limits are checked on
+    # the header; Pillow's DecompressionBombError covers the rest.
+    img = _open_image(data)
     width, height = img.size
     if width <= 0 or height <= 0:
-        raise ImageLoadError("image has no pixels", label)
+        raise ImageLoadError("image has no pixels")
     if width * height > max_pixels:
         raise ImageLoadError(
             f"too large: {width}x{height} = {width * height / 1e6:.1f} MP "
-            f"(limit {max_pixels / 1e6:.1f} MP)",
-            label,
+            f"(limit {max_pixels / 1e6:.1f} MP)"
         )
     if draft_short_side and img.format == "JPEG":
         img.draft("RGB", (draft_short_side, draft_short_side))
+    _check_memory(img, decode_memory(img, stored_size=(width, height)), max_decode_bytes)
+    _load_pixels(img)
+    orientation = _orientation(img)  # after load: a PNG's EXIF may follow its pixels
+    if orientation in _TRANSPOSE:
+        _check_memory(img, decode_memory(img, rotated=True), max_decode_bytes)
+    rgb = _to_rgb_releasing(img)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if orientation in _TRANSPOSE:
+        rgb = rgb.transpose(_TRANSPOSE[orientation])
+    return rgb, width, height
+
+
+def _to_rgb_releasing(img: Image.Image) -> Image.Image:
+    """:func:`to_rgb`, closing ``img`` (freeing its pixels) as soon as it is not needed:
+    before a high-bit-depth image's grey is copied to RGB, and before any transpose."""
+    if img.mode in HIGH_BIT_MODES:
+        grey = _high_bit_depth_to_grey(img)
+        img.close()
+        return grey.convert("RGB")
+    rgb = to_rgb(img)
+    if rgb is not img:
+        img.close()
+    return rgb
+
+
+def _check_memory(img: Image.Image, need: int, limit: int) -> None:
+    if need > limit:
+        raise ImageLoadError(
+            f"too large to decode: {img.size[0]}x{img.size[1]} {img.format} in mode "
+            f"{img.mode} needs about {need / 2**20:,.0f} MiB of memory "
+            f"(limit {limit / 2**20:,.0f} MiB)"
+        )
+
+
+def _open_image(data: bytes) -> Image.Image:
+    """Open (lazily: the header only) ``data`` as one of :func:`decodable_formats`.
+
+    Raises:
+        ImageLoadError: not an image, a format Replica does not decode, a corrupt header,
+            or over Pillow's decompression-bomb limit.
+    """
+    # Decoders fed untrusted bytes raise more than OSError (struct.error, IndexError,
+    # TypeError, EOFError, ...); any of them means the file cannot be decoded.
+    try:
+        return Image.open(io.BytesIO(data), formats=decodable_formats())
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(unreadable_reason(data[:HEAD_BYTES])) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"too large: refused as a decompression bomb ({exc})") from exc
+    except Exception as exc:
+        raise ImageLoadError(f"corrupt image header ({exc})") from exc
+
+
+def _load_pixels(img: Image.Image) -> None:
     try:
         img.seek(0)  # animated: first frame
         img.load()
     except Image.DecompressionBombError as exc:
-        raise ImageLoadError(f"too large: refused as a decompression bomb ({exc})", label) from exc
+        raise ImageLoadError(f"too large: refused as a decompression bomb ({exc})") from exc
     except Exception as exc:
-        raise ImageLoadError(f"truncated or corrupt image data ({exc})", label) from exc
-    oriented, swapped = _apply_exif_orientation(img, label)
-    if swapped:
-        width, height = height, width
-    try:
-        return to_rgb(oriented), width, height
-    except ImageLoadError as exc:
-        raise ImageLoadError(exc.reason, label) from exc
+        raise ImageLoadError(f"truncated or corrupt image data ({exc})") from exc
 
 
-def _apply_exif_orientation(img: Image.Image, label: str) -> tuple[Image.Image, bool]:
-    """The image turned upright by its EXIF orientation, and whether its axes swapped.
+def decode_memory(
+    img: Image.Image, *, stored_size: tuple[int, int] | None = None, rotated: bool = False
+) -> int:
+    """Bytes that decoding ``img`` (opened, not yet loaded) and converting it to RGB hold
+    at their peak, estimated from its header without decoding a pixel.
 
-    The swap is read from the tag, not guessed from the sizes: a JPEG draft can turn a
-    1000x999 image into a square one.
+    The largest of three phases, each counted over width x height pixels:
+
+    * decoding: the decoded image (1 byte per pixel for modes "1", "L" and "P", 2 for
+      16-bit, 4 for every other mode, RGB included) and the decoder's buffers: a TIFF's
+      strip or tile, a progressive JPEG's coefficients (2 bytes per sample of
+      ``stored_size``, the size before a draft), and the planes WebP, AVIF and JPEG 2000
+      decoders keep as long as the image (:data:`_DECODER_BYTES`);
+    * converting: the decoded image and the 4-byte RGB result, with an RGBA copy between
+      them for transparency; a high-bit-depth image is scaled to 1-byte grey, and freed
+      before the grey becomes RGB;
+    * when ``rotated`` by its EXIF orientation: the RGB result and its transposed copy.
+
+    Each image also holds 8 bytes per row. Measured peaks stay within this estimate
+    (``benchmarks/untrusted_inputs.py``).
+
+    Example:
+        >>> round(decode_memory(Image.open("scan_16bit.png")) / 2**20)  # 8000 x 9900, I;16
+        378
+    """
+    width, height = img.size
+    pixels = width * height
+    native = pixels * _NATIVE_BYTES.get(img.mode, 4) + 8 * height
+    held = pixels * _DECODER_BYTES.get(img.format or "", 0)
+    rgb = pixels * 4 + 8 * height
+    decoding = native + held + _decoder_buffer(img, stored_size or img.size)
+    if img.mode in HIGH_BIT_MODES:
+        grey = pixels + 8 * height
+        bands = 24 * min(pixels, _BAND_PIXELS)  # one band's copies and temporaries
+        converting = held + max(native + grey + bands, grey + rgb)
+    elif img.mode == "RGB" and img.info.get("transparency") is None:
+        converting = 0  # used as it is
+    else:
+        rgba = rgb if img.mode != "RGBA" and _needs_rgba(img) else 0
+        converting = native + held + rgba + rgb
+    rotating = 2 * rgb + held if rotated else 0
+    return max(decoding, converting, rotating)
+
+
+def _decoder_buffer(img: Image.Image, stored_size: tuple[int, int]) -> int:
+    """Bytes a decoder allocates beside the image that do not scale with a fixed factor:
+    libtiff's buffer of one strip or tile, libjpeg's coefficients of a progressive JPEG."""
+    if img.format == "JPEG" and img.info.get("progressive"):
+        return 2 * len(img.getbands()) * stored_size[0] * stored_size[1]
+    if img.format != "TIFF":
+        return 0
+    tags = getattr(img, "tag_v2", {})
+    bits = tags.get(258, 8)
+    bits = sum(bits) if isinstance(bits, tuple) else int(bits)
+    samples = 1 if isinstance(tags.get(258), tuple) else int(tags.get(277, 1))
+    width, height = img.size
+    if 322 in tags and 323 in tags:
+        block_width, rows = int(tags[322]), int(tags[323])
+    else:
+        block_width, rows = width, min(int(tags.get(278, height)), height)
+    return (block_width * bits * samples + 7) // 8 * rows
+
+
+def _needs_rgba(img: Image.Image) -> bool:
+    """Whether :func:`to_rgb` goes through an RGBA copy (transparency, palette alpha)."""
+    if img.mode in ("PA", "LA", "La", "RGBa"):
+        return True
+    palette_alpha = img.mode == "P" and img.palette is not None and img.palette.mode == "RGBA"
+    has_transparency = img.info.get("transparency") is not None
+    return palette_alpha or (has_transparency and img.mode in ("P", "RGB", "L", "1"))
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 when absent or unreadable.
+
+    The swap of width and height is read from this tag, not guessed from the sizes: a
+    JPEG draft can turn a 1000x999 image into a square one.
     """
     try:
-        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
-        if orientation not in range(2, 9):
-            return img, False  # upright already: no copy of the pixels
-        return ImageOps.exif_transpose(img) or img, orientation in (5, 6, 7, 8)
+        value = img.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception as exc:
-        log.debug("ignoring unreadable EXIF in %s: %s", label, exc)
-        return img, False
+        log.debug("ignoring unreadable EXIF: %s", exc)
+        return 1
+    return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited on white.
 
+    An RGB image without transparency is returned as is; otherwise the result is a new
+    image, and ``img`` is left unchanged.
+
     Raises:
         ImageLoadError: the mode cannot be converted to RGB.
     """
     mode = img.mode
-    has_transparency = img.info.get("transparency") is not None
-    if mode == "RGB" and not has_transparency:
+    if mode == "RGB" and img.info.get("transparency") is None:
         return img
     try:
-        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            return _high_bit_depth_to_rgb(img)
-        palette_alpha = mode == "P" and img.palette is not None and img.palette.mode == "RGBA"
-        if mode == "PA" or palette_alpha or (has_transparency and mode in ("P", "RGB", "L", "1")):
-            img = img.convert("RGBA")  # a transparent colour or palette alpha
-        if img.mode in ("RGBA", "LA", "La", "RGBa"):
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
+        if mode in HIGH_BIT_MODES:
+            return _high_bit_depth_to_grey(img).convert("RGB")
+        if _needs_rgba(img) or mode in ("RGBA", "RGBa"):
+            rgba = img if mode == "RGBA" else img.convert("RGBA")  # transparent colour, palette
+            out = Image.new("RGB", rgba.size, _WHITE)
+            out.paste(rgba, mask=rgba)  # the alpha band as the mask: no copy of it
+            return out
         return img.convert("RGB")
     except (OSError, ValueError) as exc:
         raise ImageLoadError(f"unsupported colour mode {mode} ({exc})") from exc
 
 
-def _high_bit_depth_to_rgb(img: Image.Image) -> Image.Image:
-    """Scale a 16-bit or 32-bit single-channel image to 8-bit grey, then RGB."""
-    arr = np.asarray(img, dtype=np.float64)
+def _high_bit_depth_to_grey(img: Image.Image) -> Image.Image:
+    """A 16-bit or 32-bit single-channel image (:data:`HIGH_BIT_MODES`) as 8-bit grey "L".
+
+    16-bit values are divided by 257; 32-bit ones are taken as they are when they lie in
+    0..255 (0..1 for float), divided by 257 in 0..65535, else stretched from their finite
+    minimum to maximum. NaN becomes 0. Works in float32 bands of about ``2**20`` pixels,
+    so it holds the 1-byte result and one band beside the image, never a float copy of it.
+
+    Raises:
+        ImageLoadError: the pixels cannot be read as numbers.
+    """
+    try:
+        offset, scale = _grey_mapping(img)
+        return _scaled_grey(img, offset, scale)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ImageLoadError(f"unsupported colour mode {img.mode} ({exc})") from exc
+
+
+def _scaled_grey(img: Image.Image, offset: float, scale: float) -> Image.Image:
+    """``(value - offset) * scale``, NaN as 0, clipped and rounded to 0..255, as "L"."""
+    grey = Image.new("L", img.size)
+    for top, band in _bands(img):
+        scaled = (band.astype(np.float32) - np.float32(offset)) * np.float32(scale)
+        if img.mode == "F":
+            np.nan_to_num(scaled, copy=False)
+        np.clip(scaled, 0, 255, out=scaled)
+        grey.paste(Image.fromarray(np.rint(scaled).astype(np.uint8)), (0, top))
+    return grey
+
+
+def _grey_mapping(img: Image.Image) -> tuple[float, float]:
+    """(offset, scale) such that ``(value - offset) * scale`` is the 8-bit grey level."""
     if img.mode.startswith("I;16"):
-        scaled = arr / 257.0
-    else:
-        finite = arr[np.isfinite(arr)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        if img.mode == "F" and lo >= 0.0 and hi <= 1.0:
-            scaled = arr * 255.0
-        elif lo >= 0.0 and hi <= 255.0:
-            scaled = arr
-        elif lo >= 0.0 and hi <= 65535.0:
-            scaled = arr / 257.0
-        else:
-            scaled = (arr - lo) * (255.0 / max(hi - lo, 1e-12))
-    grey = np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
-    return Image.fromarray(grey, mode="L").convert("RGB")
+        return 0.0, 1 / 257
+    lo, hi = _finite_range(img)
+    if img.mode == "F" and lo >= 0.0 and hi <= 1.0:
+        return 0.0, 255.0
+    if lo >= 0.0 and hi <= 255.0:
+        return 0.0, 1.0
+    if lo >= 0.0 and hi <= 65535.0:
+        return 0.0, 1 / 257
+    return lo, 255.0 / max(hi - lo, 1e-12)
+
+
+def _finite_range(img: Image.Image) -> tuple[float, float]:
+    """Smallest and largest finite value of a 32-bit image; (0, 1) when there is none."""
+    lo, hi = np.inf, -np.inf
+    for _, band in _bands(img):
+        finite = band[np.isfinite(band)] if img.mode == "F" else band
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    return (lo, hi) if lo <= hi else (0.0, 1.0)
+
+
+def _bands(img: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(top row, (rows, width) array) for horizontal bands of ``img`` of about
+    :data:`_BAND_PIXELS` pixels, each a copy of its rows only."""
+    width, height = img.size
+    rows = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        yield top, np.asarray(img.crop((0, top, width, min(top + rows, height))))
 
 
 def display_path(path: str | bytes | os.PathLike[str]) -> str:
@@ -271,33 +557,23 @@ def is_displayable(text: str) -> bool:
 
 
 def list_image_files(folder: str | os.PathLike[str], recursive: bool = True) -> list[Path]:
-    """All files with an image suffix under ``folder``, sorted; hidden files left out.
+    """The image files under ``folder``, sorted, decided by content
+    (:func:`lib.image_files.list_folder`, which also says why every other file is left out).
 
     Raises:
         FileNotFoundError: the folder does not exist.
         NotADirectoryError: the path is a file.
     """
-    root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(f"folder not found: {root}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"not a folder: {root}")
-    pattern = root.rglob("*") if recursive else root.glob("*")
-    files = [
-        p
-        for p in pattern
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return sorted(files)
+    from lib.image_files import list_folder
+
+    return list_folder(folder, recursive=recursive).images
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand a mix of files and folders into a list of files, keeping order.
 
-    Folders contribute their image files (sorted); files are kept as given, even
-    without an image suffix, so that the loader can say why they are not images.
+    Folders contribute their image files (sorted, :func:`list_image_files`); files are kept
+    as given, even when they are not images, so that the loader can say why.
     """
     out: list[Path] = []
     for item in inputs:

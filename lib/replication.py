@@ -22,7 +22,8 @@ import numpy as np
 
 from lib.calibration import NEIGHBOURS, Calibration, background
 from lib.embedders import Embedder
-from lib.images import SkippedFile, display_path, list_image_files
+from lib.image_files import list_folder
+from lib.images import SkippedFile, display_path
 from lib.index import ReplicaIndex
 from lib.progress import ProgressCallback
 from lib.search import QueryResult, search_files
@@ -168,16 +169,18 @@ def scan(
     """
     cal = calibration or index.calibration
     model = embedder or index.create_embedder()
-    gen_files = _files(generated)
+    gen_files, not_images = _files(generated)
     if not gen_files:
-        raise ValueError(f"no image files found in {generated}")
+        raise ValueError(f"no image files found in {generated}{_left_out(not_images)}")
     results = search_files(
         index, gen_files, embedder=model, top_k=1, calibration=cal, progress=progress
     )
     ok = [r for r in results if r.error is None]
     if not ok:
         raise ValueError(f"none of the {len(gen_files)} generated file(s) could be read")
-    skipped = [SkippedFile(r.query, r.error or "") for r in results if r.error is not None]
+    skipped = not_images + [
+        SkippedFile(r.query, r.error or "") for r in results if r.error is not None
+    ]
     gen_stats = stats_from_scores(
         "generated vs training",
         np.array([r.raw_score for r in ok]),
@@ -186,7 +189,7 @@ def scan(
         threshold,
     )
     if reference is not None:
-        ref_files = _files(reference)
+        ref_files, _ = _files(reference)
         ref_results = [
             r
             for r in search_files(
@@ -218,8 +221,21 @@ def scan(
     return report
 
 
-def _files(source: str | os.PathLike[str] | list[Path]) -> list[Path]:
-    return [Path(p) for p in source] if isinstance(source, list) else list_image_files(source)
+def _files(source: str | os.PathLike[str] | list[Path]) -> tuple[list[Path], list[SkippedFile]]:
+    """The images of a list or a folder, and the folder's other files with their reasons."""
+    if isinstance(source, list):
+        return [Path(p) for p in source], []
+    listing = list_folder(source)
+    return listing.images, listing.skipped
+
+
+def _left_out(skipped: list[SkippedFile]) -> str:
+    """`` (left out: a.heic: HEIC/HEIF: ...; ...)`` for a message, or ''."""
+    if not skipped:
+        return ""
+    reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return f" (left out: {reasons}{more})"
 
 
 def write_report(report: ScanReport, out_dir: Path) -> None:

@@ -5,11 +5,8 @@ measured it shows the bundled study's figures (docs/study)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import re
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,7 +14,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
-from lib.app_config import load_config
+from lib.allowed_paths import app_roots, unread_reason
+from lib.app_config import AppConfig, load_config
 from lib.defaults import DATA_DIR, OPENMOJI_DIR
 from lib.demo import make_demo_batch
 from lib.diffusion.study import reference_at_size
@@ -25,7 +23,8 @@ from lib.images import IMAGE_SUFFIXES, read_caption
 from lib.index import ReplicaIndex
 from lib.replication import ReplicationStats, ScanReport, scan, training_baseline
 from lib.search import QueryResult
-from lib.st_cache import cached_thumbnail
+from lib.st_cache import cached_query_thumbnail, cached_thumbnail
+from lib.uploads import UploadLimitExceeded, save_uploads, session_ledger
 from pages.case_ui import scan_actions
 from pages.common import (
     GLOSSARY,
@@ -62,21 +61,21 @@ HOW_TO_READ = (
 )
 
 
-def upload_folder(files: list[UploadedFile]) -> Path:
-    """The uploads written once into a folder named by their content (the same files give
-    the same folder, so a rerun does not look like new inputs)."""
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.name.encode() + b"\0" + f.getvalue())
-    folder = Path(tempfile.gettempdir()) / f"replica-upload-{digest.hexdigest()[:16]}"
-    if not folder.is_dir():
-        staging = folder.with_name(folder.name + f".{uuid.uuid4().hex[:6]}")
-        staging.mkdir(parents=True)
-        for i, f in enumerate(files):
-            (staging / f"{i:04d}_{Path(f.name).name}").write_bytes(f.getvalue())
-        with contextlib.suppress(OSError):  # another session wrote the same files first
-            staging.rename(folder)
-    return folder
+def upload_folder(files: list[UploadedFile], config: AppConfig) -> Path:
+    """The uploads written once into a private temporary folder named by their content (the
+    same files give the same folder, so a rerun does not look like new inputs), counted
+    against the session's upload allowance; sets older than ``upload_temp_hours`` are
+    deleted first (:func:`lib.uploads.save_uploads`).
+
+    Raises:
+        UploadLimitExceeded: over the session's allowance or the disk's free-space reserve.
+    """
+    return save_uploads(
+        [(f.name, f.getvalue()) for f in files],
+        ledger=session_ledger(st.session_state, config.upload_session_bytes),
+        max_age_hours=config.upload_temp_hours,
+        min_free_bytes=config.upload_min_free_bytes,
+    )
 
 
 def query_name(path: str) -> str:
@@ -264,12 +263,15 @@ def show_generation(scan_index: ReplicaIndex, result: QueryResult) -> None:
     if match is None:
         return
     left, right, info = st.columns([1, 1, 2])
-    query_thumb = cached_thumbnail(result.query, 140)
+    query_thumb = cached_query_thumbnail(result.query, 140)
     match_thumb = cached_thumbnail(match.path, 140)
+    match_label = f"#{match.id} {match.caption or Path(match.path).name}"
     if query_thumb is not None:
         left.image(query_thumb, caption=query_name(result.query))
     if match_thumb is not None:
-        right.image(match_thumb, caption=f"#{match.id} {match.caption or Path(match.path).name}")
+        right.image(match_thumb, caption=match_label)
+    else:
+        right.caption(f"{match_label} ({unread_reason(match.path, app_roots())})")
     note = demo_source_note(scan_index, result)
     info.markdown(
         f"{verdict_badge(result.verdict)} · calibrated {result.score:+.3f} "
@@ -334,7 +336,10 @@ elif source == "uploaded images":
         key="dist_uploads",
     )
     if files:
-        generated = upload_folder(files)
+        try:
+            generated = upload_folder(files, config)
+        except (UploadLimitExceeded, OSError) as exc:
+            show_error("These images cannot be uploaded", exc, "Upload fewer or smaller images.")
 else:
     st.caption(
         "A labelled stand-in for generations: edited copies of 20 training images mixed "

@@ -28,7 +28,14 @@ from lib.index import (
 from lib.index.builder import staging_path
 from lib.index.catalog import new_index_path, read_card
 from lib.progress import ProgressCallback
-from lib.uploads import EmptyUpload, ExtractedUpload, discard_on_failure, extract_zip
+from lib.uploads import (
+    EmptyUpload,
+    ExtractedUpload,
+    discard_on_failure,
+    extract_zip,
+    format_bytes,
+    session_ledger,
+)
 from pages.common import (
     INDEX_KEY,
     PENDING_INDEX_KEY,
@@ -90,11 +97,19 @@ def listing(config: AppConfig) -> None:
         st.info(f"No index yet under `{config.index_root}`: build one below.")
         return
     selected = st.session_state.get(PENDING_INDEX_KEY) or st.session_state.get(INDEX_KEY)
-    rows = []
-    for path in paths:
-        row = read_card(path).row()
-        rows.append({"in use": "✓" if str(path) == selected else "", **row})
+    cards = [read_card(path) for path in paths]
+    rows = [
+        {"in use": "✓" if str(p) == selected else "", **c.row()}
+        for c, p in zip(cards, paths, strict=True)
+    ]
     st.dataframe(rows, hide_index=True, key="indexes_table")
+    damaged = [c for c in cards if c.error]
+    if damaged:
+        st.warning(
+            "These indexes cannot be read (the others are fine); rebuild them or delete "
+            "them below:\n\n" + "\n".join(f"- **{c.name}**: {c.error}" for c in damaged),
+            icon=":material/warning:",
+        )
 
 
 def source_picker(config: AppConfig, prefix: str, upload_key: str) -> tuple[str, str, Any]:
@@ -113,8 +128,10 @@ def source_picker(config: AppConfig, prefix: str, upload_key: str) -> tuple[str,
         return kind, folder, None
     upload = st.file_uploader("Zip of images (and .txt captions)", type=["zip"], key=upload_key)
     st.caption(
-        f"Up to {st.get_option('server.maxUploadSize')} MB per upload. Images and same-name "
-        ".txt captions are kept; other files, hidden files and unsafe paths are skipped."
+        f"Up to {st.get_option('server.maxUploadSize')} MB per upload, expanding to at most "
+        f"{format_bytes(config.upload_zip_bytes)}; {format_bytes(config.upload_session_bytes)} "
+        "of uploads per session. Images and same-name .txt captions are kept; other files, "
+        "hidden files and unsafe paths are skipped."
     )
     return kind, "", upload
 
@@ -130,7 +147,15 @@ def resolve_images(
     if upload is None:
         raise ValueError("choose a .zip file to upload first")
     callback, bar = streamlit_progress("Extracting the zip")
-    extracted = extract_zip(upload, upload.name, root=config.upload_root, progress=callback)
+    extracted = extract_zip(
+        upload,
+        upload.name,
+        root=config.upload_root,
+        max_total_bytes=config.upload_zip_bytes,
+        ledger=session_ledger(st.session_state, config.upload_session_bytes),
+        min_free_bytes=config.upload_min_free_bytes,
+        progress=callback,
+    )
     bar.empty()
     return extracted.folder, extracted
 

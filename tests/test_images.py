@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 import zlib
 from collections.abc import Callable
@@ -10,20 +11,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+import lib.images as images_module
 from lib.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageLoadError,
     LoadedImage,
     SkippedFile,
+    decodable_formats,
+    decode_memory,
     expand_inputs,
     list_image_files,
     load_image,
     read_bytes,
     read_caption,
     to_rgb,
+    unreadable_reason,
+)
+from tests.hostile import (
+    LOAD_SETUP,
+    TALL_FLOAT_SIZE,
+    WIDE_16_BIT_SIZE,
+    measure_in_child,
+    zero_float_tiff,
+    zero_png16,
 )
 
 WriteImage = Callable[..., Path]  # the write_image fixture in conftest.py
@@ -495,3 +510,164 @@ def test_unexpected_decoder_exception_becomes_image_load_error(
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
     assert "corrupt" in _reason(path)
+
+
+# --- memory bounds on hostile headers ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "make", "kwargs"),
+    [
+        ("wide16.png", lambda: zero_png16(*WIDE_16_BIT_SIZE), {}),
+        ("tall_float.tif", lambda: zero_float_tiff(*TALL_FLOAT_SIZE), {}),
+        ("tall_float_strips.tif", lambda: zero_float_tiff(*TALL_FLOAT_SIZE, 8192), {}),
+        # allowed past the estimate, the conversion itself still stays bounded
+        (
+            "tall_float_strips.tif",
+            lambda: zero_float_tiff(*TALL_FLOAT_SIZE, 8192),
+            {"max_decode_bytes": 2**30},
+        ),
+    ],
+)
+def test_tiny_files_with_huge_headers_load_in_bounded_memory(
+    tmp_path: Path, name: str, make: Callable[[], bytes], kwargs: dict[str, int]
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(make())
+    assert path.stat().st_size < 300_000  # a few hundred KB promising 160 to 250 MB of pixels
+    width, height = Image.open(path).size
+    assert width * height <= DEFAULT_MAX_PIXELS  # under the pixel limit: only memory stops it
+    result = measure_in_child(f"load({str(path)!r}, **{kwargs!r})", LOAD_SETUP)
+    outcome = str(result["outcome"])
+    assert outcome == f"loaded RGB {width}x{height}" or outcome.startswith(
+        "refused: too large to decode"
+    ), outcome
+    assert float(result["peak_mb"]) < 600, result  # the float64 copies took 2.6 to 2.8 GB
+
+
+def test_decode_memory_is_judged_from_the_header(tmp_path: Path, load_calls: list[str]) -> None:
+    path = tmp_path / "wide16.png"
+    path.write_bytes(zero_png16(2000, 1000))  # 2 MP of 16-bit grey
+    need = decode_memory(Image.open(path))
+    assert 2e6 * (2 + 1) < need < 2e6 * (2 + 1) + 30e6  # pixels, grey and one band's work
+    reason = _reason(path, max_decode_bytes=need - 1)
+    assert reason.startswith("too large to decode: 2000x1000 PNG in mode I;16 needs about")
+    assert f"(limit {(need - 1) / 2**20:,.0f} MiB)" in reason
+    assert load_calls == []  # refused before any pixel was decoded
+    with pytest.raises(ValueError, match="max_decode_bytes"):
+        load_image(path, max_decode_bytes=0)
+
+
+def test_decode_memory_counts_decoder_buffers_and_conversions(tmp_path: Path) -> None:
+    size = (100, 50)
+    rgb = Image.open(_save(Image.new("RGB", size), tmp_path / "rgb.png"))
+    rgba = Image.open(_save(Image.new("RGBA", size), tmp_path / "rgba.png"))
+    la = Image.open(_save(Image.new("LA", size), tmp_path / "la.png"))
+    webp = Image.open(_save(Image.new("RGB", size), tmp_path / "x.webp"))
+    rows = 8 * 50
+    assert decode_memory(rgb) == 4 * 5000 + rows  # used as it is
+    assert decode_memory(rgb, rotated=True) == 2 * (4 * 5000 + rows)
+    assert decode_memory(rgba) == 2 * (4 * 5000 + rows)  # RGBA, then RGB
+    assert decode_memory(la) == 3 * (4 * 5000 + rows)  # LA, an RGBA copy, then RGB
+    assert decode_memory(webp) == 4 * 5000 + rows + 13 * 5000  # libwebp's own buffers
+    width, height = 8, 2_000_000  # libtiff decodes a strip into a buffer of its own
+    one_strip = Image.open(io.BytesIO(zero_float_tiff(width, height)))
+    strips = Image.open(io.BytesIO(zero_float_tiff(width, height, rows_per_strip=8192)))
+    float_image = 4 * width * height + 8 * height
+    assert decode_memory(one_strip) == float_image + 4 * width * height
+    assert decode_memory(strips) < decode_memory(one_strip)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    mode=st.sampled_from(["I;16", "I", "F"]),
+    shape=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1.0, 255.0, 65535.0, 1e6]),
+    nans=st.booleans(),
+)
+def test_banded_high_bit_depth_conversion_matches_float64_reference(
+    mode: str, shape: tuple[int, int], seed: int, scale: float, nans: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(-0.2 if mode != "I;16" else 0, 1, shape) * scale
+    if mode == "I;16":
+        array = np.clip(values, 0, 65535).astype(np.uint16)
+    elif mode == "I":
+        array = values.astype(np.int32)
+    else:
+        array = values.astype(np.float32)
+        if nans:
+            array.flat[rng.integers(0, array.size)] = np.nan
+    img = Image.fromarray(array)
+    assert img.mode == mode
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(images_module, "_BAND_PIXELS", 7)  # many bands, some of one row
+        grey = np.asarray(to_rgb(img))[..., 0].astype(int)
+    expected = _float64_reference(array, mode).astype(int)
+    assert np.abs(grey - expected).max() <= 1  # float32 against float64 at x.5 only
+    assert (grey == expected).mean() > 0.9
+
+
+def _float64_reference(arr: np.ndarray, mode: str) -> np.ndarray:
+    """The earlier whole-image float64 conversion, kept as the reference."""
+    x = arr.astype(np.float64)
+    if mode.startswith("I;16"):
+        scaled = x / 257.0
+    else:
+        finite = x[np.isfinite(x)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if mode == "F" and lo >= 0.0 and hi <= 1.0:
+            scaled = x * 255.0
+        elif lo >= 0.0 and hi <= 255.0:
+            scaled = x
+        elif lo >= 0.0 and hi <= 65535.0:
+            scaled = x / 257.0
+        else:
+            scaled = (x - lo) * (255.0 / max(hi - lo, 1e-12))
+    return np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+
+
+# --- formats: what is decoded, and why the rest is not -----------------------------------
+
+
+def test_every_suffix_pillow_registers_for_a_decodable_format_is_an_image_suffix() -> None:
+    formats = set(decodable_formats())
+    assert {"PNG", "JPEG", "WEBP", "TIFF", "GIF", "BMP"} <= formats
+    assert "EPS" not in formats
+    registered = {s for s, f in Image.registered_extensions().items() if f in formats}
+    assert registered <= IMAGE_SUFFIXES, registered - IMAGE_SUFFIXES
+    assert {".jpe", ".avif", ".jfif"} <= IMAGE_SUFFIXES
+
+
+def test_postscript_is_never_handed_to_ghostscript(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import EpsImagePlugin
+
+    calls: list[object] = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a))
+    path = tmp_path / "drawing.eps"
+    path.write_bytes(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n"
+        b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+    )
+    assert "Ghostscript" in _reason(path)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"\0\0\0\x18ftypheic\0\0\0\0mif1heic", "HEIC/HEIF: no decoder installed"),
+        (b"\0\0\0\x1cftypmif1\0\0\0\0mif1miaf", "HEIC/HEIF: no decoder installed"),
+        (b"\0\0\0\x18ftypisom\0\0\0\0isomiso2", "not an image (a video"),
+        (b'<?xml version="1.0"?>\n<!-- made by hand -->\n<svg width="1"/>', "SVG: vector"),
+        (b"%PDF-1.7\n", "PDF: not an image"),
+        (b"\xff\x0a\xfa\x7f", "JPEG XL"),
+    ],
+)
+def test_unreadable_files_say_what_they_are(head: bytes, expected: str) -> None:
+    assert unreadable_reason(head).startswith(expected)
+    assert _reason(head + b"\0" * 64).startswith(expected)

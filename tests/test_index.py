@@ -42,7 +42,7 @@ def images(tmp_path: Path) -> Path:
     (folder / "corrupt.png").write_bytes(paths[0].read_bytes()[:200])
     (folder / "notes.jpg").write_text("not an image")
     shutil.copy(paths[1], folder / "sub_copy_of_1.png")
-    (folder / "readme.md").write_text("ignored: not an image suffix")
+    (folder / "readme.md").write_text("listed: not an image")
     return folder
 
 
@@ -50,9 +50,10 @@ def test_build_writes_segments_and_manifest(images: Path, tmp_path: Path) -> Non
     report = build_index(images, tmp_path / "idx", embedder="pixels")
     assert report.added == 8
     reasons = {Path(s.path).name: s.reason for s in report.skipped}
-    assert set(reasons) == {"corrupt.png", "notes.jpg", "sub_copy_of_1.png"}
+    assert set(reasons) == {"corrupt.png", "notes.jpg", "readme.md", "sub_copy_of_1.png"}
     assert "truncated" in reasons["corrupt.png"] or "corrupt" in reasons["corrupt.png"]
     assert "not an image" in reasons["notes.jpg"]
+    assert reasons["readme.md"] == "not an image (unrecognised format)"
     assert "same sha256" in reasons["sub_copy_of_1.png"]
 
     index = open_index(tmp_path / "idx")
@@ -72,7 +73,7 @@ def test_build_writes_segments_and_manifest(images: Path, tmp_path: Path) -> Non
     assert manifest["embedder"]["name"] == "pixels"
     assert manifest["dim"] == 3072 and manifest["count"] == 8
     assert manifest["metric"] == "inner_product"
-    assert len(manifest["skipped"]) == 3
+    assert len(manifest["skipped"]) == 4
     assert "faiss-cpu" in manifest["versions"]
     vectors = index.vectors()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)

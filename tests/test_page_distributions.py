@@ -24,9 +24,14 @@ def small_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config(tmp_path: Path, small_index: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Image roots: this test's folder and the folder the index was built from (the app
+    reads training images only inside its configured folders)."""
     config = tmp_path / "replica.toml"
-    config.write_text(f'image_roots = ["{tmp_path}"]\nupload_root = "{tmp_path / "uploads"}"\n')
+    config.write_text(
+        f'image_roots = ["{tmp_path}", "{small_index.parent}"]\n'
+        f'upload_root = "{tmp_path / "uploads"}"\n'
+    )
     monkeypatch.setenv("REPLICA_CONFIG", str(config))
     return config
 

@@ -1,11 +1,17 @@
 """Uploaded zips: images and captions are extracted into a fresh folder; traversal,
-symlinks, hidden and macOS files are skipped and reported; bombs, empty zips and
-non-zips are refused with a clear message and leave nothing behind."""
+symlinks, hidden and macOS files are skipped and reported; bombs (one big entry, many
+small ones, a lying bzip2 header), empty zips and non-zips are refused with a clear
+message and leave nothing behind; a session's allowance and the disk's reserve are kept.
+Loose uploads go once into a private folder, and old ones are swept at the next upload."""
 
 from __future__ import annotations
 
 import io
+import os
 import stat
+import tempfile
+import time
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -15,11 +21,21 @@ from lib.progress import Cancelled
 from lib.uploads import (
     EmptyUpload,
     UnsafeArchive,
+    UploadLedger,
+    UploadLimitExceeded,
+    _Budget,
+    _extract_member,
     discard_on_failure,
     extract_zip,
+    format_bytes,
     remove_upload,
+    save_uploads,
+    session_ledger,
     slugify,
+    sweep_temp_uploads,
+    temp_upload_root,
 )
+from tests.hostile import MiB, lying_bzip2_zip, padded_png_zip
 from tests.synthetic import scene
 
 
@@ -177,3 +193,128 @@ def test_slugify() -> None:
     assert slugify("My Photos (2024).ZIP") == "my-photos-2024"
     assert slugify("../../x.zip") == "x"
     assert slugify("???.zip") == "upload"
+
+
+# --- limits: zip bombs, lying headers, the session's allowance, the disk -----------------
+
+
+def test_many_one_mib_entries_of_zeros_are_refused_before_writing(tmp_path: Path) -> None:
+    data = padded_png_zip(40)  # 40 x 1 MiB in ~48 KB: each entry passes the per-entry check
+    assert len(data) < 100_000
+    with pytest.raises(UnsafeArchive, match="zip bomb") as info:
+        extract_zip(io.BytesIO(data), "padded.zip", root=tmp_path)
+    assert "40 MiB" in str(info.value)  # says what it would have expanded to
+    assert leftovers(tmp_path) == []
+
+
+def test_a_lying_bzip2_header_is_never_decompressed(tmp_path: Path) -> None:
+    # 64 MiB of zeros declared as 1 KiB: zipfile would inflate the whole entry in one read
+    data = lying_bzip2_zip(64 * MiB, declared_bytes=1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(EmptyUpload) as info:
+            extract_zip(io.BytesIO(data), "liar.zip", root=tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MiB, f"{peak / MiB:.0f} MiB allocated"
+    [skipped] = info.value.skipped
+    assert "method 12" in skipped.reason and "deflate" in skipped.reason
+    assert leftovers(tmp_path) == []
+
+
+def test_extraction_never_writes_more_than_the_declared_total(tmp_path: Path) -> None:
+    data = make_zip({"a.png": png_bytes(1), "b.png": png_bytes(2)})
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    info = archive.infolist()[1]
+    budget = _Budget(left=info.file_size - 10)  # the archive declared less than b.png holds
+    with pytest.raises(UnsafeArchive, match="expands past the sizes the zip declares"):
+        _extract_member(archive, info, tmp_path / "b.png", budget)
+
+
+def test_the_session_allowance_is_shared_by_its_uploads(tmp_path: Path) -> None:
+    zip_one = make_zip({"a.png": png_bytes(1)})
+    zip_two = make_zip({"b.png": png_bytes(2)})
+    one_upload = len(png_bytes(1))
+    ledger = UploadLedger(limit_bytes=one_upload + 100)
+    first = extract_zip(io.BytesIO(zip_one), "one.zip", root=tmp_path, ledger=ledger)
+    assert ledger.used() == one_upload
+    with pytest.raises(UploadLimitExceeded) as info:
+        extract_zip(io.BytesIO(zip_two), "two.zip", root=tmp_path, ledger=ledger)
+    message = str(info.value)
+    assert "upload_session_bytes" in message and "ask the administrator" in message
+    assert format_bytes(ledger.limit_bytes) in message
+    assert leftovers(tmp_path) == [first.folder.name]
+    remove_upload(first.folder, tmp_path)  # a deleted upload no longer counts
+    assert ledger.used() == 0
+    extract_zip(io.BytesIO(zip_two), "two.zip", root=tmp_path, ledger=ledger)
+
+
+def test_uploads_keep_the_disk_reserve_free(tmp_path: Path) -> None:
+    data = make_zip({"a.png": png_bytes(1)})
+    with pytest.raises(UploadLimitExceeded, match="upload_min_free_bytes"):
+        extract_zip(io.BytesIO(data), "a.zip", root=tmp_path, min_free_bytes=2**62)
+    assert leftovers(tmp_path) == []
+
+
+def test_session_ledger_lives_in_the_session_state() -> None:
+    state: dict[str, object] = {}
+    ledger = session_ledger(state, 1000)
+    assert session_ledger(state, 2000) is ledger and ledger.limit_bytes == 2000
+    assert format_bytes(1536 * MiB) == "1.5 GiB" and format_bytes(320 * MiB) == "320 MiB"
+
+
+# --- loose uploads (the Distributions page) ---------------------------------------------
+
+
+def test_loose_uploads_are_saved_once_and_charged_once(tmp_path: Path) -> None:
+    files = [("dir/../cat.png", png_bytes(1)), ("dog\0.png", png_bytes(2))]
+    ledger = UploadLedger()
+    folder = save_uploads(files, root=tmp_path / "sets", ledger=ledger)
+    assert sorted(p.name for p in folder.iterdir()) == ["0000_cat.png", "0001_dog.png"]
+    assert save_uploads(files, root=tmp_path / "sets", ledger=ledger) == folder
+    assert ledger.used() == len(png_bytes(1)) + len(png_bytes(2))
+    assert stat.S_IMODE((tmp_path / "sets").stat().st_mode) == 0o700
+    with pytest.raises(UploadLimitExceeded, match="upload_session_bytes"):
+        save_uploads([("x.png", png_bytes(3))], root=tmp_path / "sets", ledger=UploadLedger(10))
+
+
+def test_old_upload_sets_are_swept_at_the_next_upload_and_nothing_else(tmp_path: Path) -> None:
+    root = tmp_path / "sets"
+    root.mkdir(mode=0o700)
+    old, staging, fresh = "set-" + "a" * 16, "set-" + "b" * 16 + ".0f0f0f", "set-" + "c" * 16
+    others = ["notes", "set-" + "d" * 15, "set-" + "E" * 16]  # not our names: never touched
+    for name in [old, staging, fresh, *others]:
+        (root / name).mkdir()
+        (root / name / "0000_x.png").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.png").write_bytes(b"x")
+    (root / ("set-" + "f" * 16)).symlink_to(outside)  # a link with our name: never followed
+    day_ago = time.time() - 30 * 3600
+    for path in [root / old, root / staging, outside, *(root / n for n in others)]:
+        os.utime(path, (day_ago, day_ago))
+    os.utime(root / ("set-" + "f" * 16), (day_ago, day_ago), follow_symlinks=False)
+
+    save_uploads([("y.png", png_bytes(1))], root=root, max_age_hours=24)
+
+    left = sorted(p.name for p in root.iterdir())
+    assert old not in left and staging not in left
+    assert {fresh, *others, "set-" + "f" * 16} <= set(left)
+    assert (outside / "keep.png").exists()
+
+
+def test_the_default_loose_upload_folder_is_private_and_sweeps_the_old_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    legacy = tmp_path / ("replica-upload-" + "1" * 16)  # where earlier versions wrote
+    legacy.mkdir()
+    unrelated = tmp_path / "replica-upload-mine"
+    unrelated.mkdir()
+    for path in (legacy, unrelated):
+        os.utime(path, (time.time() - 48 * 3600,) * 2)
+    folder = save_uploads([("a.png", png_bytes(1))])
+    assert folder.parent == temp_upload_root() == tmp_path / f"replica-uploads-{os.getuid()}"
+    assert not legacy.exists() and unrelated.exists()
+    assert sweep_temp_uploads(folder.parent, 0, now=time.time() + 1) == [folder]
