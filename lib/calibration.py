@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -287,6 +288,7 @@ def fit_calibration(
     family_max: int = FAMILY_MAX,
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> Calibration:
     """Measure the null distribution of the verdict's scores on the index itself.
 
@@ -305,6 +307,8 @@ def fit_calibration(
         family_max: families stop growing at this size (1: only the images at
             ``family_cosine`` or more to the sampled one, no chains).
         progress: called with (done, total) over the aligned images.
+        roots: ``paths`` are read only inside these folders (:mod:`lib.allowed_paths`;
+            files outside count as unreadable); None reads them as they are.
 
     Returns:
         A calibration of version :data:`CALIBRATION_VERSION` whose thresholds give
@@ -346,7 +350,9 @@ def fit_calibration(
         null_scores=[round(x, 5) for x in sorted(null_cal)],
     )
     if paths is not None:
-        fitted = _fit_alignment(fitted, null_cal, shortlists, paths, alignment_sample, progress)
+        fitted = _fit_alignment(
+            fitted, null_cal, shortlists, paths, alignment_sample, progress, roots
+        )
     fitted = fitted.with_false_alarm_rate(base.false_alarm_rate)
     similar = min(null_q["0.9"], fitted.copy_threshold)
     return replace(fitted, similar_threshold=similar)
@@ -359,18 +365,19 @@ def _fit_alignment(
     paths: Sequence[str],
     sample: int,
     progress: ProgressCallback | None,
+    roots: Sequence[Path] | None = None,
 ) -> Calibration:
     """``fitted`` with the alignment and evidence nulls of the first ``sample`` null
-    images (unchanged when fewer than 10 of them can be read)."""
+    images (unchanged when fewer than 10 of them can be read, or lie inside ``roots``)."""
     from lib.verification import SHORTLIST, ThumbCache, align_shortlist, candidate_thumb
 
     cache: ThumbCache = {}
     aligned: list[tuple[float, float]] = []
     todo = shortlists[:sample]
     for done, ((row, nb), cal) in enumerate(zip(todo, null_cal, strict=False), start=1):
-        own = candidate_thumb(str(paths[row]), cache)
+        own = candidate_thumb(str(paths[row]), cache, roots)
         if own is not None:
-            best = align_shortlist(own, [str(paths[i]) for i in nb[:SHORTLIST]], cache)
+            best = align_shortlist(own, [str(paths[i]) for i in nb[:SHORTLIST]], cache, roots)
             if np.isfinite(best).any():
                 aligned.append((cal, float(np.nanmax(best))))
         if progress is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.allowed_paths import index_roots, load_inside
 from lib.bench.edits import EDITS
 from lib.images import ImageLoadError, list_image_files, load_image
 from lib.index import ReplicaIndex
@@ -22,16 +23,19 @@ def make_demo_batch(
     seed: int = 0,
 ) -> Path:
     """Write ``n_copies`` edited training images (``copy_*.png``) and up to ``n_unseen``
-    images from ``unseen_dir`` (``unseen_*.png``) into ``out_dir``; returns the folder."""
+    images from ``unseen_dir`` (``unseen_*.png``) into ``out_dir``; returns the folder.
+    A training file outside the folders the index may read
+    (:func:`lib.allowed_paths.index_roots`) is left out, as an unreadable one is."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     edits = ["crop", "jpeg", "colour", "text", "flip", "downscale"]
     rows = rng.choice(index.count, size=min(n_copies, index.count), replace=False)
+    roots = index_roots(index)
     for j, row in enumerate(rows):
         edit = edits[j % len(edits)]
         try:
-            image = load_image(str(index.metadata["path"].iloc[int(row)])).image
+            image = load_inside(index.file_path(int(row)), roots).image
         except ImageLoadError:
             continue
         EDITS[edit](image, rng).save(out / f"copy_{j:03d}_{edit}_of_{int(row)}.png")

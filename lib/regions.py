@@ -29,13 +29,15 @@ cores (sscd-distilled, 10 crops x (1 + 10 candidates)), so it stays an option.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lib.allowed_paths import index_roots, load_inside
 from lib.embedders import Embedder
 from lib.images import ImageLoadError, load_image
 from lib.results import Match, QueryResult
@@ -185,13 +187,15 @@ def candidate_regions(
     cache: RegionCache | None = None,
     scales: Sequence[float] = DEFAULT_SCALES,
     overlap: float = DEFAULT_OVERLAP,
+    roots: Iterable[Path] | None = None,
 ) -> Regions | None:
     """Regions of a training image by path, from ``cache`` when there; None when the file
-    can no longer be read (the candidate then keeps its global score)."""
+    can no longer be read or lies outside ``roots`` (:mod:`lib.allowed_paths`; None: the
+    caller vouches for the path). The candidate then keeps its global score."""
     if cache is not None and path in cache:
         return cache[path]
     try:
-        image = load_image(path).image
+        image = (load_image(path) if roots is None else load_inside(path, roots)).image
     except (ImageLoadError, OSError):
         return None
     regions = embed_regions(embedder, image, scales, overlap)
@@ -217,17 +221,18 @@ def rerank(
     its global calibrated score (``calibrated``, the one the verdict and the null
     percentile rest on); ``region_score``, ``query_box`` and ``match_box`` describe the
     best crop pair and ``combined`` is the re-ranking score (module docstring). Sorted by
-    ``combined`` (ties: global order), ranks renumbered.
-    ``index`` is unused today but kept so a future version can read stored regions.
+    ``combined`` (ties: global order), ranks renumbered. A candidate whose file lies
+    outside the folders ``index`` may read (:func:`lib.allowed_paths.index_roots`) is not
+    opened and keeps its global score, as a missing file does.
     """
-    del index
+    roots = index_roots(index)
     shortlisted = shortlist_result.matches[: max(1, shortlist)]
     if not shortlisted:
         return []
     query = embed_regions(embedder, query_image, scales, overlap)
     found: list[tuple[Match, RegionMatch | None]] = []
     for m in shortlisted:
-        regions = candidate_regions(embedder, m.path, cache, scales, overlap)
+        regions = candidate_regions(embedder, m.path, cache, scales, overlap, roots)
         found.append((m, region_score(query, regions) if regions is not None else None))
     inflation = _inflation([(m.score, rm.score) for m, rm in found if rm is not None])
     bg = shortlist_result.background + inflation

@@ -7,13 +7,14 @@ The result types live in :mod:`lib.results` (imported by this module and by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from lib.allowed_paths import index_roots
 from lib.calibration import NEIGHBOURS, Calibration, background
 from lib.embedders import Embedder
 from lib.embedding import embed_files
@@ -93,21 +94,26 @@ def align_results(
     *,
     top_k: int,
     cache: ThumbCache | None = None,
+    roots: Iterable[Path] | None = None,
 ) -> list[QueryResult]:
     """Align each query's shortlist (:data:`lib.verification.SHORTLIST` matches) with
     its pixels, keep ``top_k`` matches and judge the top match. The global order stays
     (so the top match is the highest cosine, the paper's top-1) unless a shortlisted
     image whose pixels line up well enough to call a copy (the "alignment" rule) is
     not first: that one then leads. ``queries``: each result's query as a grey
-    thumbnail (None: no alignment, only cut to ``top_k``)."""
+    thumbnail (None: no alignment, only cut to ``top_k``). ``roots``: the folders the
+    training files may be read from (:func:`lib.allowed_paths.index_roots`); a match
+    outside them is not opened and keeps no alignment, so its verdict rests on the
+    embedding evidence (None: the caller vouches for every path)."""
     cache = {} if cache is None else cache
+    allowed = None if roots is None else tuple(roots)
     out = []
     for result, query in zip(results, queries, strict=True):
         if result.error is not None or not result.matches or query is None:
             out.append(judge(result, result.matches[:top_k], calibration))
             continue
         short, rest = result.matches[:SHORTLIST], result.matches[SHORTLIST:]
-        values = align_shortlist(query, [m.path for m in short], cache)
+        values = align_shortlist(query, [m.path for m in short], cache, allowed)
         matches = [
             replace(m, alignment=float(v) if np.isfinite(v) else None)
             for m, v in zip(short, values, strict=True)
@@ -162,7 +168,7 @@ def search_files(
         calibration=cal,
     )
     thumbs = [_query_thumb(r.path) for r in embedded.records]
-    ranked = align_results(ranked, thumbs, cal, top_k=k)
+    ranked = align_results(ranked, thumbs, cal, top_k=k, roots=index_roots(index))
     if regions:
         ranked = rerank_results(
             index,
@@ -226,7 +232,7 @@ def search_images(
     cal = calibration or index.calibration
     k = max(top_k, shortlist) if regions else top_k
     results = rank_vectors(index, vectors, labels, top_k=max(k, SHORTLIST), calibration=cal)
-    results = align_results(results, thumbs, cal, top_k=k)
+    results = align_results(results, thumbs, cal, top_k=k, roots=index_roots(index))
     if regions:
         results = rerank_results(
             index,

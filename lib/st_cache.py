@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from lib.allowed_paths import app_roots, resolve_inside, restrict
 from lib.compare import fit_height
 from lib.duplicates import (
     DEFAULT_KEEP_RULE,
@@ -36,8 +37,12 @@ from lib.projection import (
 
 @st.cache_resource(show_spinner="Opening index…")
 def cached_index(path: str, mtime: float) -> ReplicaIndex:
-    """The index at ``path``; ``mtime`` (of its manifest) makes a rebuilt index reload."""
-    return open_index(path)
+    """The index at ``path``; ``mtime`` (of its manifest) makes a rebuilt index reload.
+    Its training files are read only inside the app's folders
+    (:func:`lib.allowed_paths.app_roots`, whatever its manifest records)."""
+    index = open_index(path)
+    restrict(index, app_roots)
+    return index
 
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
@@ -52,9 +57,24 @@ def manifest_mtime(path: str | Path) -> float:
     return manifest.stat().st_mtime if manifest.exists() else 0.0
 
 
-@st.cache_data(show_spinner=False, max_entries=2000)
 def cached_thumbnail(path: str, height: int) -> Image.Image | None:
-    """A training image scaled to ``height`` pixels (None when it cannot be read)."""
+    """An image scaled to ``height`` pixels; None when it cannot be read or lies outside
+    the app's folders (:func:`lib.allowed_paths.app_roots`, symlinks resolved: then it is
+    not opened; :func:`lib.allowed_paths.resolve_inside` tells the two apart)."""
+    inside = resolve_inside(path, app_roots())
+    return None if inside is None else _thumbnail(str(inside), height)
+
+
+def cached_query_thumbnail(path: str, height: int) -> Image.Image | None:
+    """A query file the app itself holds (an upload it wrote, a generation) scaled to
+    ``height`` pixels, or None when it cannot be read. No folder check: never pass a path
+    read from an index or a report here (use :func:`cached_thumbnail`)."""
+    return _thumbnail(path, height)
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _thumbnail(path: str, height: int) -> Image.Image | None:
+    """The picture at ``path`` scaled to ``height`` pixels, or None when unreadable."""
     try:
         return fit_height(load_image(path).image, height)
     except ImageLoadError:

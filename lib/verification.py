@@ -22,12 +22,14 @@ About 1 ms per pair on one core, plus decoding the training image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from lib.allowed_paths import load_inside
 from lib.images import ImageLoadError, load_image
 
 WHOLE_SIZE = 64
@@ -104,13 +106,21 @@ ThumbCache = dict[str, GreyThumb | None]
 """Training pictures' grey thumbnails by path (None: unreadable), kept for one call."""
 
 
-def candidate_thumb(path: str, cache: ThumbCache | None = None) -> GreyThumb | None:
+def candidate_thumb(
+    path: str, cache: ThumbCache | None = None, roots: Iterable[Path] | None = None
+) -> GreyThumb | None:
     """A training picture's grey thumbnail, from ``cache`` when there; None when the file
-    can no longer be read."""
+    can no longer be read or lies outside ``roots`` (:mod:`lib.allowed_paths`; None: the
+    caller vouches for the path, as a build does for the files it just read)."""
     if cache is not None and path in cache:
         return cache[path]
     try:
-        thumb: GreyThumb | None = grey_thumb(load_image(path, draft_short_side=THUMB_SIDE).image)
+        loaded = (
+            load_image(path, draft_short_side=THUMB_SIDE)
+            if roots is None
+            else load_inside(path, roots, draft_short_side=THUMB_SIDE)
+        )
+        thumb: GreyThumb | None = grey_thumb(loaded.image)
     except (ImageLoadError, OSError):
         thumb = None
     if cache is not None:
@@ -119,14 +129,19 @@ def candidate_thumb(path: str, cache: ThumbCache | None = None) -> GreyThumb | N
 
 
 def align_shortlist(
-    query: Image.Image | GreyThumb, paths: Sequence[str], cache: ThumbCache | None = None
+    query: Image.Image | GreyThumb,
+    paths: Sequence[str],
+    cache: ThumbCache | None = None,
+    roots: Iterable[Path] | None = None,
 ) -> np.ndarray:
     """Alignment of ``query`` with each training picture in ``paths``: (len(paths),)
-    float32, NaN where a training picture cannot be read."""
+    float32, NaN where a training picture cannot be read or lies outside ``roots`` (see
+    :func:`candidate_thumb`; the verdict then rests on the embedding alone)."""
     q = query if isinstance(query, GreyThumb) else grey_thumb(query)
     out = np.full(len(paths), np.nan, np.float32)
+    allowed = None if roots is None else tuple(roots)
     for i, path in enumerate(paths):
-        c = candidate_thumb(path, cache)
+        c = candidate_thumb(path, cache, allowed)
         if c is not None:
             out[i] = alignment(q, c)
     return out

@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from lib.allowed_paths import app_roots, unread_reason
 from lib.app_config import available_indexes, load_config
 from lib.duplicates import (
     DEFAULT_DUPLICATE_THRESHOLD,
@@ -80,7 +81,7 @@ def show_cluster(cluster: DuplicateCluster, report: DuplicateReport) -> None:
         label = f"KEEP · #{m.id} {name}" if m.keep else f"#{m.id} {name} · {m.similarity:.3f}"
         thumb = cached_thumbnail(m.path, THUMB)
         if thumb is None:
-            col.caption(f"{label} (image not readable)")
+            col.caption(f"{label} ({unread_reason(m.path, app_roots())})")
         else:
             col.image(thumb, caption=label)
     if hidden:
@@ -310,7 +311,7 @@ def show_contamination(
         ):  # fmt: skip
             thumb = cached_thumbnail(file, THUMB)
             if thumb is None:
-                col.caption(f"{label} (image not readable)")
+                col.caption(f"{label} ({unread_reason(file, app_roots())})")
             else:
                 col.image(thumb, caption=label)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from lib.allowed_paths import OUTSIDE_REASON, app_roots, resolve_inside
 from lib.app_config import load_config
 from lib.diffusion.pipelines import (
     DEFAULT_MODELS_ROOT,
@@ -19,7 +20,7 @@ from lib.diffusion.pipelines import (
 from lib.diffusion.sample import load_model, sample
 from lib.diffusion.study import training_subset_index
 from lib.search import search_files
-from lib.st_cache import cached_thumbnail
+from lib.st_cache import cached_query_thumbnail, cached_thumbnail
 from pages.case_ui import add_files_to_case
 from pages.common import (
     GLOSSARY,
@@ -196,7 +197,7 @@ for start in range(0, len(results), per_row):
     for col, result in zip(cols, results[start : start + per_row], strict=False):
         with col.container(border=True):
             pair = st.columns(2)
-            generated = cached_thumbnail(result.query, 110)
+            generated = cached_query_thumbnail(result.query, 110)
             if generated is not None:
                 pair[0].image(generated, caption=Path(result.query).stem.replace("_", " "))
             top = result.top
@@ -204,6 +205,8 @@ for start in range(0, len(results), per_row):
                 match = cached_thumbnail(top.path, 110)
                 if match is not None:
                     pair[1].image(match, caption=top.caption or Path(top.path).name)
+                elif resolve_inside(top.path, app_roots()) is None:
+                    pair[1].caption(f"({OUTSIDE_REASON})")
             if result.error:
                 st.caption(f"Could not be read: {result.error}")
                 continue

@@ -13,6 +13,14 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from lib.allowed_paths import (
+    OUTSIDE_REASON,
+    OutsideAllowedFolders,
+    app_roots,
+    index_roots,
+    load_inside,
+    resolve_inside,
+)
 from lib.bench.edits import EDITS
 from lib.compare import blend, blink_gif, difference, fit_height
 from lib.defaults import OPENMOJI_DIR
@@ -100,7 +108,7 @@ with controls[2]:
         row = int(rng.integers(index.count))
         edit = str(rng.choice(["crop", "jpeg", "colour", "text", "flip"]))
         try:
-            source = load_image(str(index.metadata["path"].iloc[row])).image
+            source = load_inside(index.file_path(row), index_roots(index)).image
             buf = io.BytesIO()
             EDITS[edit](source, rng).save(buf, format="PNG")
             st.session_state[DEMO_KEY] = [(f"{edit} of training #{row}.png", buf.getvalue())]
@@ -178,6 +186,8 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
         thumb = cached_thumbnail(match.path, ROW_HEIGHT)
         if thumb is not None:
             col.image(thumb)
+        elif resolve_inside(match.path, app_roots()) is None:
+            col.caption(f"({OUTSIDE_REASON})")
         else:
             col.caption(index.stand_in(match.id, match.caption))
         if match.combined is not None:  # region matching: ordered by the combined score
@@ -217,7 +227,10 @@ if good:
     (label, data), match = pairs[choice]
     query_img = query_image(data)
     try:
-        match_img = load_image(match.path).image
+        match_img = load_inside(match.path, index_roots(index)).image
+    except OutsideAllowedFolders:
+        st.info(f"This pair cannot be compared: {OUTSIDE_REASON}.")
+        match_img = None
     except ImageLoadError as exc:
         show_error("The training image could not be read", exc)
         match_img = None

@@ -23,11 +23,16 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A config whose cases live under tmp_path/cases."""
+def cases(tmp_path: Path, planted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config whose cases live under tmp_path/cases, uploads under tmp_path/uploads; the
+    app reads images in tmp_path and in the folder the planted index was built from."""
     root = tmp_path / "cases"
     config = tmp_path / "replica.toml"
-    config.write_text(f'index_root = "{tmp_path / "indexes"}"\ncase_root = "{root}"\n')
+    config.write_text(
+        f'index_root = "{tmp_path / "indexes"}"\ncase_root = "{root}"\n'
+        f'image_roots = ["{tmp_path}", "{planted[0].parent}"]\n'
+        f'upload_root = "{tmp_path / "uploads"}"\n'
+    )
     monkeypatch.setenv("REPLICA_CONFIG", str(config))
     return root
 
@@ -135,15 +140,10 @@ def test_generate_page_adds_its_batch_to_the_case(
 
 
 def test_distributions_page_reports_a_scan_and_adds_it(
-    planted: tuple[Path, Path], cases: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    planted: tuple[Path, Path], cases: Path, tmp_path: Path
 ) -> None:
     index, _ = planted
     batch = _batch(tmp_path / "uploads" / "generated-scan", (4, 11, 17))
-    config = tmp_path / "replica.toml"
-    config.write_text(
-        config.read_text()
-        + f'image_roots = ["{tmp_path}"]\nupload_root = "{tmp_path / "uploads"}"\n'
-    )
     at = AppTest.from_file("../pages/distributions.py", default_timeout=240)
     at.session_state["index_path"] = str(index)
     at.session_state["last_generated_batch"] = str(batch)

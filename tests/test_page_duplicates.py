@@ -158,7 +158,7 @@ def two_indexes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def against_page(root: Path, monkeypatch: pytest.MonkeyPatch, other: str) -> AppTest:
     config = root / "replica.toml"
-    config.write_text(f'index_root = "{root / "indexes"}"\n')
+    config.write_text(f'index_root = "{root / "indexes"}"\nimage_roots = ["{root}"]\n')
     monkeypatch.setenv("REPLICA_CONFIG", str(config))
     at = page(root / "indexes" / "test")
     at.radio(key="dup_mode").set_value("This index's images in another index").run()

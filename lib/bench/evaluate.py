@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lib.allowed_paths import restrict
 from lib.bench.manifest import DISTRACTOR, BenchmarkManifest, load_manifest
 from lib.bench.metrics import DEFAULT_KS, RankedQuery, compute_metrics
 from lib.bench.report import BenchReport, EmbedderResult, KindMetrics, QueryOutcome
@@ -130,6 +131,8 @@ def _run_one(
         calibration = built.index.calibration
         reranked, rerank_seconds = None, 0.0
         if regions:
+            # the references were indexed from a list of files: read them in their folder
+            restrict(built.index, lambda: (root,))
             started = time.perf_counter()
             reranked = rerank_results(built.index, model, ranked, None, top_k=top_k)
             rerank_seconds = time.perf_counter() - started

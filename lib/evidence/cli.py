@@ -52,6 +52,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"{finding.query.name} -> training image #{m.id} ({m.caption or m.name}): "
         f"{m.verdict.upper()}, raw {m.score:.4f}, calibrated {m.calibrated:+.4f}"
     )
+    if m.file_note:
+        print(f"note: the report does not include the training picture: {m.file_note}")
     print(f"written: {out}")
     return EXIT_OK
 

@@ -58,11 +58,13 @@ def identity_rows(finding: Finding) -> Rows:
     """Everything the finding rests on, by name and hash."""
     q, m, ix, e = finding.query, finding.match, finding.index, finding.embedder
     versions = ", ".join(f"{k} {v}" for k, v in finding.versions.items())
+    withheld = [("Training picture", f"not included in this report: {m.file_note}")]
     return [
         ("Query file", q.name),
         ("Query SHA-256", q.sha256),
         ("Training file", m.path),
         ("Training SHA-256", m.sha256 + ("" if m.file_available else " (index record)")),
+        *(withheld if m.file_note else []),
         ("Training image", f"#{m.id}, rank {m.rank}; caption: {m.caption or '(none)'}"),
         ("Source and licence", f"{m.source or '(unknown)'}: {m.licence}"),
         ("Index", f"{ix.name} ({ix.count:,} images) at {ix.path}"),

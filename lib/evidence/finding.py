@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.allowed_paths import OUTSIDE_REASON, index_roots, resolve_inside
 from lib.calibration import Calibration
 from lib.embedders import Embedder
 from lib.evidence.identity import (
@@ -90,6 +91,9 @@ class MatchRecord:
     verdict: str
     null_percentile: float | None
     file_available: bool = True
+    file_note: str = ""
+    """Why the training file was not read when the finding was made, in plain words (its
+    picture is then not in the report and ``sha256`` is the index's record); "" when it was."""
 
 
 @dataclass(frozen=True)
@@ -266,13 +270,17 @@ def match_record(
     index: ReplicaIndex, match: Match, result: QueryResult, calibration: Calibration
 ) -> MatchRecord:
     """The record of ``match`` (the first match of ``result``), with its file's SHA-256
-    (the index's stored hash when the file cannot be read)."""
+    (the index's stored hash when the file cannot be read, or lies outside the folders the
+    index may read, :func:`lib.allowed_paths.index_roots`: then it is not opened)."""
     i = row_of(index, match.id)
-    row, path = index.row(i), index.file_path(i)
-    try:
-        digest, available = sha256_file(path), True
-    except OSError:
-        digest, available = str(row.get("sha256") or ""), False
+    row = index.row(i)
+    path = resolve_inside(index.file_path(i), index_roots(index))
+    digest, available, note = str(row.get("sha256") or ""), False, OUTSIDE_REASON
+    if path is not None:
+        try:
+            digest, available, note = sha256_file(path), True, ""
+        except OSError:
+            note = "the training file could not be read"
     return MatchRecord(
         id=int(match.id),
         rank=int(match.rank),
@@ -288,6 +296,7 @@ def match_record(
         verdict=result.verdict,
         null_percentile=result.null_percentile,
         file_available=available,
+        file_note=note,
     )
 
 

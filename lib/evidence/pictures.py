@@ -11,10 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
+from lib.allowed_paths import OutsideAllowedFolders, index_roots, load_inside
 from lib.compare import difference, fit_height
 from lib.embedders import Embedder
 from lib.images import ImageLoadError, load_image
@@ -47,11 +50,26 @@ def placeholder(text: str, height: int) -> Image.Image:
     return image
 
 
-def _training_image(path: str) -> Image.Image | None:
+ABSENT = "file absent"
+"""The placeholder's words for a training file that cannot be read."""
+NOT_INCLUDED = "not included: outside the allowed folders"
+"""The placeholder's words for a training file outside the folders the index may read."""
+
+
+def _training_image(path: str, roots: Iterable[Path]) -> Image.Image | str:
+    """The training picture at ``path``, or the placeholder's words saying why not (it
+    is opened only inside ``roots``, :mod:`lib.allowed_paths`)."""
     try:
-        return load_image(path).image
+        return load_inside(path, roots).image
+    except OutsideAllowedFolders:
+        return NOT_INCLUDED
     except ImageLoadError:
-        return None
+        return ABSENT
+
+
+def _short_placeholder(words: str) -> Image.Image:
+    """A strip-sized grey box: "absent" or "not included" (the first words)."""
+    return placeholder("not included" if words == NOT_INCLUDED else "absent", STRIP_HEIGHT)
 
 
 def strip(images: list[Image.Image], height: int = STRIP_HEIGHT, gap: int = 8) -> Image.Image:
@@ -136,19 +154,26 @@ def finding_pictures(
 ) -> dict[str, str]:
     """Every picture of a finding's report, base64 PNG by name: ``query``, ``match``,
     ``strip`` (the next matches), ``difference``, ``regions`` (only with region matching)
-    and ``null``. A training file that cannot be read is drawn as a grey box."""
+    and ``null``. A training file that cannot be read, or that lies outside the folders
+    ``index`` may read (:func:`lib.allowed_paths.index_roots`; it is then never opened),
+    is drawn as a grey box saying so, and the pictures made from it are left out."""
+    roots = index_roots(index)
     query = load_image(finding.query.data()).image
-    match = _training_image(result.matches[0].path)
+    match = _training_image(result.matches[0].path, roots)
     out = {
         "query": b64png(fit_height(query, PAIR_HEIGHT)),
         "match": b64png(
-            fit_height(match, PAIR_HEIGHT) if match else placeholder("file absent", PAIR_HEIGHT)
+            placeholder(match, PAIR_HEIGHT)
+            if isinstance(match, str)
+            else fit_height(match, PAIR_HEIGHT)
         ),
         "null": b64png(null_histogram(finding)),
     }
-    others = [_training_image(m.path) for m in result.matches[1:]]
-    out["strip"] = b64png(strip([im or placeholder("absent", STRIP_HEIGHT) for im in others]))
-    if match is not None:
+    others = [_training_image(m.path, roots) for m in result.matches[1:]]
+    out["strip"] = b64png(
+        strip([_short_placeholder(im) if isinstance(im, str) else im for im in others])
+    )
+    if not isinstance(match, str):
         out["difference"] = b64png(difference(query, match, PAIR_HEIGHT))
         if finding.settings.get("regions"):
             from lib.regions import compare_regions, region_heatmap

@@ -7,7 +7,8 @@ For each finding (and each most-copied generation of a scan):
 - **index unchanged**: the index's manifest has the recorded SHA-256;
 - **index holds the match**: the matched training image is still in the index, under the
   same id, with the same SHA-256;
-- **training file**: the matched training file on disk has the recorded SHA-256;
+- **training file**: the matched training file on disk has the recorded SHA-256 (it is
+  read only inside the folders the index may read, :mod:`lib.allowed_paths`);
 - **same model**: the index's embedder has the recorded name, configuration and weights;
 - **scores**: searching the query again gives the same raw and calibrated scores and
   alignment (to :data:`TOLERANCE`), null percentile and verdict.
@@ -22,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lib.allowed_paths import OUTSIDE_REASON, index_roots, resolve_inside
 from lib.embedders import Embedder, EmbedderUnavailable
 from lib.evidence.document import read_document
 from lib.evidence.finding import Finding, FindingError, calibration_at, focus, row_of, search_query
 from lib.evidence.identity import embedder_identity, manifest_sha256, sha256_bytes, sha256_file
+from lib.images import MAX_FILE_BYTES
 from lib.index import EmbedderMismatch, IndexNotFound, ReplicaIndex, open_index
 
 TOLERANCE = 1e-4
@@ -98,9 +101,17 @@ class VerifyReport:
 def _query_bytes(finding: Finding, query: Path | None) -> tuple[bytes | None, str]:
     """The query's bytes and where they came from."""
     recorded = Path(finding.query.path) if finding.query.path else None
-    for candidate in (query, recorded):
-        if candidate is not None and candidate.is_file():
-            return candidate.read_bytes(), f"the file {candidate}"
+    if query is not None and query.is_file():
+        return query.read_bytes(), f"the file {query}"
+    try:  # the report's path: skipped when it cannot be read here, or is too large
+        if (
+            recorded is not None
+            and recorded.is_file()
+            and recorded.stat().st_size <= MAX_FILE_BYTES
+        ):
+            return recorded.read_bytes(), f"the file {recorded}"
+    except OSError:
+        pass
     if finding.query.data_b64:
         return finding.query.data(), "the copy embedded in the report"
     return None, "nowhere"
@@ -163,8 +174,19 @@ def _check_index(finding: Finding, index: ReplicaIndex) -> list[Check]:
     if not m.file_available:
         out.append(Check("training file", True, "not readable when recorded: index hash used"))
         return out
+    path = resolve_inside(index.file_path(row), index_roots(index))
+    if path is None:
+        out.append(
+            Check(
+                "training file",
+                False,
+                f"{Path(index.file_path(row)).name}: {OUTSIDE_REASON}, so it was not read",
+                "missing",
+            )
+        )
+        return out
     try:
-        digest = sha256_file(index.file_path(row))
+        digest = sha256_file(path)
     except OSError:
         out.append(
             Check(

@@ -34,13 +34,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.allowed_paths import recorded_roots
 from lib.calibration import fit_calibration, is_stale
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
 from lib.folders import swap_into_place
-from lib.images import SkippedFile, display_path, is_displayable, list_image_files
-from lib.index.ann import DEFAULT_MEMORY, EXACT_LIMIT, parse_memory, plan_ann, train_ann
-from lib.index.errors import IndexNotFound, IndexWriteError, NoImagesError
+from lib.image_files import list_folder
+from lib.images import SkippedFile, display_path, is_displayable
+from lib.index.ann import (
+    DEFAULT_MEMORY,
+    EXACT_LIMIT,
+    parse_memory,
+    plan_ann,
+    read_ann,
+    train_ann,
+)
+from lib.index.errors import AnnDamaged, IndexNotFound, IndexWriteError, NoImagesError
 from lib.index.lock import writer_lock
 from lib.index.manifest import (
     INDEX_FORMAT,
@@ -205,7 +214,7 @@ def build_index(
     parse_memory(memory)  # a bad budget is refused before anything is embedded
     dest = Path(out).expanduser().resolve()
     _check_build_target(dest, overwrite)
-    files, label = _collect(images)
+    files, label, not_images = _collect(images)
     model = _resolve_embedder(embedder, weights)
     if len(files) >= EXACT_LIMIT:
         plan_ann(len(files), model.dim, memory)  # too small a budget fails now, not at the end
@@ -233,7 +242,7 @@ def build_index(
                     "discarding an interrupted build of %s (pass --resume to continue it)", dest
                 )
                 shutil.rmtree(stage, ignore_errors=True)
-            manifest = _new_manifest(model, 0, [], source)
+            manifest = _new_manifest(model, 0, _displayable(not_images), source)
             manifest.build = {"files": len(files), "done": 0, "files_sha256": digest}
             _make_folder(stage)
             commit_manifest(stage, manifest)
@@ -465,7 +474,7 @@ def add_to_index(
     if not is_index(root):
         _recover_interrupted_swap(root)
         _load(root, recalibrate=False, lazy=True)  # IndexNotFound before reading the files
-    files, label = _collect(images)
+    files, label, not_images = _collect(images)
     with _writing(root, wait=wait, on_wait=on_wait, progress=progress) as current:
         _remove_unlisted(root, current.manifest)
         model = current.create_embedder()
@@ -475,6 +484,7 @@ def add_to_index(
         source = display_path(source or label)
         manifest.sources = [*manifest.sources, source]
         skipped_before = len(manifest.skipped)
+        manifest.skipped = manifest.skipped + [s.to_dict() for s in _displayable(not_images)]
         next_id = int(current.metadata["id"].max()) + 1 if current.count else 0
         added = 0
         for _, embedded in _embedded_batches(
@@ -497,9 +507,8 @@ def add_to_index(
         skipped = [SkippedFile(**s) for s in manifest.skipped[skipped_before:]]
         if not added:
             _refit_if_stale(root, manifest, progress)
-            raise NoImagesError(
-                _no_images_message(label, len(files), skipped, adding=True), skipped
-            )
+            unread = skipped[len(not_images) :]  # the files that were images (or looked so)
+            raise NoImagesError(_no_images_message(label, len(files), unread, adding=True), skipped)
         small = sum(int(d["rows"]) < SMALL_SEGMENT for d in manifest.segments)
         if small > MAX_SEGMENTS:
             _merge_segments(root, manifest, progress)
@@ -669,7 +678,11 @@ def _finish(
         index = _load(root, recalibrate=False, lazy=True)
         table: Any = index.table if index.table is not None else index.vectors()
         manifest.calibration = fit_calibration(
-            index.faiss, table, paths=index.file_paths(), progress=_calibrating(progress)
+            index.faiss,
+            table,
+            paths=index.file_paths(),
+            progress=_calibrating(progress),
+            roots=recorded_roots(index),
         ).to_dict()
         commit_manifest(root, manifest)
 
@@ -690,10 +703,15 @@ def _update_ann(
     table = index.table
     assert table is not None
     previous = manifest.ann
+    if previous:
+        try:
+            ann = read_ann(root, manifest)
+        except AnnDamaged as exc:
+            log.warning("%s: training a new one", exc)
+            previous = None
     if previous and int(previous["rows"]) == manifest.count:
         return
     if previous:
-        ann = faiss.read_index(str(root / str(previous["file"])))
         plan_text, nprobe, budget = previous["factory"], previous["nprobe"], previous["memory"]
     else:
         plan = plan_ann(manifest.count, manifest.dim, memory)
@@ -848,19 +866,24 @@ def _check_build_target(dest: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{dest} exists and is not a Replica index; refusing to replace it")
 
 
-def _collect(images: str | os.PathLike[str] | list[Path]) -> tuple[list[Path], str]:
+def _collect(
+    images: str | os.PathLike[str] | list[Path],
+) -> tuple[list[Path], str, list[SkippedFile]]:
+    """The files to embed, the source's label, and the folder's other files with the
+    reason each is left out (:func:`lib.image_files.list_folder`)."""
     if isinstance(images, list):
-        return [Path(p) for p in images], "files"
+        return [Path(p) for p in images], "files", []
     folder = Path(images).expanduser().resolve()
-    files = list_image_files(folder)
-    return files, str(folder)
+    listing = list_folder(folder)
+    return listing.images, str(folder), listing.skipped
 
 
 def _no_images_message(
     label: str, n_files: int, skipped: list[SkippedFile], adding: bool = False
 ) -> str:
     if n_files == 0:
-        return f"no image files found in {label} (looked for .jpg, .png, .webp, .gif, .bmp, .tif)"
+        others = f"; {len(skipped)} other file(s) left out, each with its reason" if skipped else ""
+        return f"no image files found in {label} (every type Pillow reads counts){others}"
     if adding and all("sha256" in s.reason for s in skipped):
         return f"all {n_files} image(s) in {label} are already in the index; nothing added"
     reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in skipped[:5])

@@ -31,7 +31,7 @@ import pandas as pd
 from lib.calibration import Calibration, fit_calibration, is_stale, needs_refit
 from lib.embedders import Embedder, create_embedder
 from lib.images import SkippedFile
-from lib.index.ann import SegmentSearch, set_nprobe
+from lib.index.ann import SegmentSearch, ann_path, read_ann
 from lib.index.errors import (
     EmbedderMismatch,
     IndexLocked,
@@ -138,10 +138,18 @@ class ReplicaIndex:
         also measures the pixel-alignment null from the image files (slower)."""
         stored = Calibration.from_dict(self.manifest.calibration)
         base = Calibration(false_alarm_rate=stored.false_alarm_rate)
+        from lib.allowed_paths import index_roots
+
         paths = self.file_paths() if align else None
+        roots = index_roots(self) if align else None
         vectors: Any = self.table if self.table is not None else self.vectors()
         return fit_calibration(
-            self.faiss, vectors, base=base, paths=paths, progress=_calibrating(progress)
+            self.faiss,
+            vectors,
+            base=base,
+            paths=paths,
+            progress=_calibrating(progress),
+            roots=roots,
         )
 
     @property
@@ -416,7 +424,7 @@ def _pinned_searcher(
     file meanwhile does not take it away (Linux ``/proc/self/fd``)."""
     if not manifest.ann:
         return lambda: _searcher(root, manifest, table)
-    path = root / str(manifest.ann["file"])
+    path = ann_path(root, manifest.ann)
     fd = os.open(path, os.O_RDONLY)
     proc = Path(f"/proc/self/fd/{fd}")
     closer = _FdCloser(fd)
@@ -461,17 +469,9 @@ def _searcher(
         flat.add(np.ascontiguousarray(block))
     if not manifest.ann:
         return flat
-    try:
-        ann = faiss.read_index(str(ann_file or root / str(manifest.ann["file"])))
-    except RuntimeError as exc:
-        raise FileNotFoundError(str(exc)) from exc
-    if ann.ntotal != covered:
-        raise IndexNotFound(
-            f"index {root} is inconsistent: its approximate index holds {ann.ntotal} "
-            f"vectors, the manifest says {covered}"
-        )
-    set_nprobe(ann, int(manifest.ann.get("nprobe", 32)))
-    return SegmentSearch(table, ann, flat if flat.ntotal else None)
+    ann = read_ann(root, manifest, ann_file)
+    name = str(ann_path(root, manifest.ann))
+    return SegmentSearch(table, ann, flat if flat.ntotal else None, name=name)
 
 
 def is_index(path: str | os.PathLike[str]) -> bool:
