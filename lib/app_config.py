@@ -6,6 +6,7 @@ the app at temporary folders):
 
     index_root = "/srv/replica/indexes"         # where the Indexes page builds and lists
     index_dirs = ["/srv/more-indexes/photos"]   # extra index folders to list
+    default_index = "openmoji-sscd"             # what a new visitor opens (a listed index's name)
     image_roots = ["/srv/datasets"]             # folders the Indexes page may build from
     upload_root = "/srv/replica/uploads"        # where uploaded zips are extracted
     case_root = "/srv/replica/cases"            # where cases are stored (one folder each)
@@ -16,10 +17,10 @@ the app at temporary folders):
     upload_min_free_bytes = 1073741824          # uploads never leave less disk free (1 GiB)
     upload_temp_hours = 24                      # loose uploads (Distributions) kept this long
 
-Defaults: indexes under ``data/indexes/``; image roots ``data/`` and the Debian datasets;
-uploads under ``data/uploads/``; cases under ``data/cases/``; the upload limits of
-:mod:`lib.uploads` (1 GiB per zip, 2 GiB per session, 1 GiB of disk kept free, loose
-uploads deleted after 24 hours).
+Defaults: indexes under ``data/indexes/``, a new visitor on the bundled ``openmoji-sscd``;
+image roots ``data/`` and the Debian datasets; uploads under ``data/uploads/``; cases under
+``data/cases/``; the upload limits of :mod:`lib.uploads` (1 GiB per zip, 2 GiB per session,
+1 GiB of disk kept free, loose uploads deleted after 24 hours).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class AppConfig:
     map_fit_points: int = 50_000
     """The Map page fits UMAP on at most this many images and places the rest on it."""
     map_points: int = 20_000
+    default_index: str = "openmoji-sscd"
+    """The index a new browser session opens (a listed index's folder name), unless its
+    address names another; never changed by what other visitors build."""
     """The Map page draws at most this many points; a density image shows all of them."""
     upload_zip_bytes: int = UPLOAD_ZIP_BYTES
     """One uploaded zip may expand to at most this many bytes (its kept files)."""
@@ -118,6 +122,7 @@ def load_config(path: Path | None = None) -> AppConfig:
         case_root=Path(data.get("case_root", defaults.case_root)),
         map_fit_points=int(data.get("map_fit_points", defaults.map_fit_points)),
         map_points=int(data.get("map_points", defaults.map_points)),
+        default_index=str(data.get("default_index", defaults.default_index)),
         upload_zip_bytes=_positive(data, "upload_zip_bytes", defaults.upload_zip_bytes),
         upload_session_bytes=_positive(data, "upload_session_bytes", defaults.upload_session_bytes),
         upload_min_free_bytes=int(

@@ -122,6 +122,26 @@ def _attribution(index_sources: list[str]) -> str:
     return "  \n".join(lines) or "Data: your own images (their licences apply)."
 
 
+INDEX_PARAM = "index"
+"""The address's query parameter naming the sidebar's index (its folder name, never a path)."""
+
+
+def session_start_index(indexes: list[str], asked: str | None, default_name: str) -> str:
+    """The index a browser session starts on: the one its address names (``?index=NAME``),
+    else the configured default (``default_index`` in replica.toml, the bundled index by
+    default), else the first listed. Each session keeps its own choice from then on, so
+    one visitor's new index never changes what another searches.
+
+    >>> session_start_index(["/x/a", "/x/openmoji-sscd"], None, "openmoji-sscd")
+    '/x/openmoji-sscd'
+    """
+    by_name = {Path(p).name: p for p in reversed(indexes)}  # the first of equal names wins
+    for name in (asked, default_name):
+        if name and name in by_name:
+            return by_name[name]
+    return indexes[0]
+
+
 def render_sidebar() -> None:
     """Index picker and index card; app.py draws it before every page."""
     st.session_state.setdefault(INDEX_KEY, None)
@@ -135,7 +155,12 @@ def render_sidebar() -> None:
         return
     current = st.session_state.get(INDEX_KEY)
     if current not in indexes:
-        st.session_state[INDEX_KEY] = indexes[0]
+        current = session_start_index(
+            indexes, st.query_params.get(INDEX_PARAM), config.default_index
+        )
+    # set on every run: when another visitor's build adds an index, the picker's options
+    # change and Streamlit makes it a new widget, which would start on the first option
+    st.session_state[INDEX_KEY] = current
     st.sidebar.selectbox(
         "Training-set index",
         indexes,
@@ -144,6 +169,8 @@ def render_sidebar() -> None:
         label_visibility="collapsed",
     )
     path = st.session_state[INDEX_KEY]
+    if st.query_params.get(INDEX_PARAM) != Path(path).name:
+        st.query_params[INDEX_PARAM] = Path(path).name  # a link opens this same view
     try:
         index = cached_index(path, manifest_mtime(path))
     except Exception as exc:

@@ -202,3 +202,50 @@ def test_a_first_visit_to_a_page_address_runs_it_inside_the_app(page: str) -> No
     assert PAGES[page] in at.header[0].value
     card = " ".join(m.value for m in at.sidebar.markdown)
     assert "images · embedder" in card
+
+
+def test_each_session_keeps_its_index_and_a_new_build_never_moves_a_visitor(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new visitor opens the configured default (not the first index by name), the
+    address names the index (?index=NAME, no server path) so a link opens the same view,
+    and an index another user builds meanwhile changes neither a running session nor
+    where a new one starts."""
+    import shutil
+    from pathlib import Path
+
+    from lib.index import build_index
+    from tests.synthetic import write_scenes
+
+    root = Path(str(tmp_path))
+    write_scenes(root / "train", range(6))
+    indexes = root / "indexes"
+    first = build_index(root / "train", indexes / "zzz-default", embedder="pixels").index.path
+    shutil.copytree(first, indexes / "bbb-other")
+    config = root / "replica.toml"
+    config.write_text(f'index_root = "{indexes}"\ndefault_index = "zzz-default"\n')
+    monkeypatch.setenv("REPLICA_CONFIG", str(config))
+
+    visitor = AppTest.from_file("../app.py", default_timeout=120).run()
+    assert not visitor.exception
+    assert Path(visitor.sidebar.selectbox[0].value).name == "zzz-default"
+    assert (
+        visitor.query_params["index"] == ["zzz-default"]
+        or visitor.query_params["index"] == "zzz-default"
+    )
+
+    shutil.copytree(first, indexes / "aaa-built-by-someone")  # first by name
+    visitor.run()
+    assert Path(visitor.sidebar.selectbox[0].value).name == "zzz-default"
+    newcomer = AppTest.from_file("../app.py", default_timeout=120).run()
+    assert Path(newcomer.sidebar.selectbox[0].value).name == "zzz-default"
+
+    linked = AppTest.from_file("../app.py", default_timeout=120)
+    linked.query_params["index"] = "bbb-other"
+    linked.run()
+    assert Path(linked.sidebar.selectbox[0].value).name == "bbb-other"
+    unknown = AppTest.from_file("../app.py", default_timeout=120)
+    unknown.query_params["index"] = "../../etc"
+    unknown.run()
+    assert not unknown.exception
+    assert Path(unknown.sidebar.selectbox[0].value).name == "zzz-default"
