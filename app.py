@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.case_ui import keep_case_in_address
 from pages.common import (
     INDEX_KEY,
     index_at,
@@ -41,6 +42,7 @@ PAGES = {
 
 
 render_sidebar()
+keep_case_in_address()
 if st.session_state.get(INDEX_KEY):
     sidebar_index = index_at(st.session_state[INDEX_KEY])
     if sidebar_index is not None and not is_calibrated(sidebar_index):

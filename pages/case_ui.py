@@ -15,7 +15,7 @@ import streamlit as st
 from lib.app_config import load_config
 from lib.embedders import Embedder, EmbedderUnavailable
 from lib.evidence import CaseStore, Document, make_finding
-from lib.evidence.case import CaseError, new_case_name
+from lib.evidence.case import CaseError, check_name, new_case_name
 from lib.evidence.finding import Finding, FindingError
 from lib.evidence.report_html import render_html
 from lib.evidence.report_pdf import render_pdf
@@ -35,9 +35,36 @@ def case_store() -> CaseStore:
     return CaseStore(load_config().case_root)
 
 
+CASE_PARAM = "case"
+"""The address's query parameter carrying this session's case name, so a reload (or the
+link) reopens the case instead of starting an empty one under a new name."""
+
+
 def current_case_name() -> str:
-    """This session's case (a fresh, unguessable name until one is opened by name)."""
-    return str(st.session_state.setdefault(CASE_KEY, new_case_name()))
+    """This session's case: the one the address names (``?case=NAME``) when the session
+    starts, else a fresh, unguessable name until one is opened by name. The name is kept
+    in the address from then on."""
+    if CASE_KEY not in st.session_state:
+        st.session_state[CASE_KEY] = _case_in_address() or new_case_name()
+    name = str(st.session_state[CASE_KEY])
+    if st.query_params.get(CASE_PARAM) != name:
+        st.query_params[CASE_PARAM] = name
+    return name
+
+
+def keep_case_in_address() -> None:
+    """app.py, on every run: once a session has a case, every page's address carries its
+    name; a new session opened on such an address takes that case back."""
+    if CASE_KEY in st.session_state or _case_in_address():
+        current_case_name()
+
+
+def _case_in_address() -> str | None:
+    asked = st.query_params.get(CASE_PARAM)
+    try:
+        return check_name(asked) if asked else None
+    except CaseError:
+        return None
 
 
 def widget_key(*parts: object) -> str:

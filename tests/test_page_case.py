@@ -159,3 +159,30 @@ def test_distributions_page_reports_a_scan_and_adds_it(
     case = CaseStore(cases).load(at.session_state["case_name"])
     (scan,) = case.scans
     assert scan.generated["n"] == 3 and {f.match.id for f in scan.findings} == {4, 11, 17}
+
+
+def test_a_reload_reopens_the_case_named_in_the_address(
+    planted: tuple[Path, Path], cases: Path
+) -> None:
+    """Reloading the Case page used to start a new, empty case under a new name: the case
+    name now lives in the address (?case=NAME), and a new session opened on it reopens it."""
+    index, query = planted
+    first = AppTest.from_file(CASE, default_timeout=180).run()
+    name = first.session_state["case_name"]
+    address = first.query_params["case"]
+    assert (address[0] if isinstance(address, list) else address) == name
+    finding = make_finding(open_index(index), query.name, query.read_bytes(), pictures=False)
+    CaseStore(cases).add_finding(name, finding)
+
+    reloaded = AppTest.from_file(CASE, default_timeout=180)
+    reloaded.query_params["case"] = name
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.session_state["case_name"] == name
+    assert any(name in m.value for m in reloaded.markdown)
+    assert not any("This case is empty" in i.value for i in reloaded.info)
+
+    hostile = AppTest.from_file(CASE, default_timeout=180)
+    hostile.query_params["case"] = "../../etc"
+    hostile.run()
+    assert not hostile.exception and hostile.session_state["case_name"] != "../../etc"
