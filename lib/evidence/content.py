@@ -3,7 +3,9 @@ scores in plain words, the identities, the summary table of a case and a scan's 
 
 from __future__ import annotations
 
-from lib.evidence.document import Document, verdict_words
+from pathlib import PurePath
+
+from lib.evidence.document import PAPER, Document, verdict_words
 from lib.evidence.finding import Finding
 from lib.evidence.scan_record import RATE_MEANINGS, ScanRecord
 
@@ -21,7 +23,8 @@ def summary_line(finding: Finding) -> str:
     m = finding.match
     return (
         f"Verdict: {verdict_words(m.verdict)}. {finding.result.get('explanation', '')} "
-        f"Raw cosine {m.score:.3f} (the paper's measure), calibrated score {m.calibrated:+.3f}."
+        f"Raw cosine {m.score:.3f} (the measure of {PAPER}), calibrated score "
+        f"{m.calibrated:+.3f}."
     )
 
 
@@ -34,7 +37,7 @@ def score_rows(finding: Finding) -> Rows:
         ("Why", str(r.get("explanation", ""))),
         (
             "Raw cosine",
-            f"{m.score:.4f} (1 = identical fingerprints; the paper's measure, {paper} its 0.5)",
+            f"{m.score:.4f} (1 = identical fingerprints; the measure of {PAPER}, {paper} its 0.5)",
         ),
         (
             "Calibrated score",
@@ -62,18 +65,29 @@ def identity_rows(finding: Finding) -> Rows:
     return [
         ("Query file", q.name),
         ("Query SHA-256", q.sha256),
-        ("Training file", m.path),
+        ("Training file", PurePath(m.path).name),
         ("Training SHA-256", m.sha256 + ("" if m.file_available else " (index record)")),
         *(withheld if m.file_note else []),
         ("Training image", f"#{m.id}, rank {m.rank}; caption: {m.caption or '(none)'}"),
-        ("Source and licence", f"{m.source or '(unknown)'}: {m.licence}"),
-        ("Index", f"{ix.name} ({ix.count:,} images) at {ix.path}"),
+        ("Source and licence", f"{_name(m.source) if m.source else '(unknown)'}: {m.licence}"),
+        ("Index", f"{ix.name} ({ix.count:,} images)"),
         ("Index manifest SHA-256", ix.manifest_sha256),
-        ("Embedder", f"{e['name']} (weights {e.get('weights_file') or 'none'})"),
+        ("Embedder", f"{e['name']} (weights {_name(e.get('weights_file'))})"),
         ("Weights SHA-256", str(e["weights_sha256"])),
         ("Packages", versions),
         ("Made at", finding.created),
     ]
+
+
+def _name(path: object) -> str:
+    """A file or folder's own name, never where it lies on the machine that made the
+    report (the record inside the report keeps the full path for ``verify``)."""
+    return PurePath(str(path)).name if path else "none"
+
+
+def scan_title(scan: ScanRecord) -> str:
+    """The scan's heading: the generated folder by name."""
+    return f"the generations in {_name(scan.settings['generated'])}"
 
 
 def summary_header() -> list[str]:
@@ -111,12 +125,17 @@ def scan_rows(scan: ScanRecord) -> list[list[str]]:
 def scan_identity_rows(scan: ScanRecord) -> Rows:
     ix, e = scan.index, scan.embedder
     return [
-        ("Generated images", scan.settings["generated"]),
-        ("Reference", scan.settings.get("reference") or "training vs training (no held-out set)"),
+        ("Generated images", f"the folder {_name(scan.settings['generated'])}"),
+        (
+            "Reference",
+            f"the folder {_name(scan.settings['reference'])}"
+            if scan.settings.get("reference")
+            else "training vs training (no held-out set)",
+        ),
         ("Unreadable files skipped", str(scan.skipped)),
-        ("Index", f"{ix.name} ({ix.count:,} images) at {ix.path}"),
+        ("Index", f"{ix.name} ({ix.count:,} images)"),
         ("Index manifest SHA-256", ix.manifest_sha256),
-        ("Embedder", f"{e['name']} (weights {e.get('weights_file') or 'none'})"),
+        ("Embedder", f"{e['name']} (weights {_name(e.get('weights_file'))})"),
         ("Weights SHA-256", str(e["weights_sha256"])),
         (
             "Copy threshold",

@@ -89,6 +89,57 @@ def caveats(false_alarm_rate: float) -> list[str]:
     ]
 
 
+PAPER = (
+    'Somepalli, Singla, Goldblum, Geiping and Goldstein, "Diffusion Art or Digital Forgery? '
+    'Investigating Data Replication in Diffusion Models", CVPR 2023'
+)
+"""The paper whose method Replica applies, named wherever its measure is quoted."""
+
+TERMS: list[tuple[str, str]] = [
+    (
+        "COPY",
+        "the evidence that the query reproduces this training image is stronger than "
+        "all but the stated share of unrelated images of the collection show",
+    ),
+    (
+        "SIMILAR",
+        "the two images look alike more than most unrelated pairs do, but not enough "
+        "to call a copy at this setting: look at the pictures",
+    ),
+    (
+        "NO CLEAR MATCH",
+        "no training image stands out; this is not a clearance: a copy can be missed",
+    ),
+    (
+        "Raw cosine",
+        "how alike the two images' copy-detection fingerprints (SSCD) are, from "
+        "-1 to 1 (1: identical); the measure of the paper, which used 0.5 as its threshold",
+    ),
+    (
+        "Calibrated score",
+        "the raw cosine minus that of the query's other close matches (its "
+        "neighbourhood): how far this match stands out from images that merely look alike",
+    ),
+    (
+        "Unrelated images (the null)",
+        "this collection's own images searched as if they were "
+        "new, each without its near-identical siblings: what scores look like when nothing was "
+        "copied",
+    ),
+    (
+        "Setting (operating point)",
+        "the share of unrelated images that would be flagged as "
+        "copies: the known false-alarm rate of the verdict",
+    ),
+    (
+        "Pixel alignment",
+        "how well the two pictures' pixels line up after the best crop or "
+        "placement, from -1 to 1 (1: identical pixels)",
+    ),
+]
+"""Every term a report uses, with its one-line plain meaning (both renderers list them)."""
+
+
 def verdict_words(verdict: str) -> str:
     return VERDICT_WORDS.get(verdict, verdict.upper())
 

@@ -131,6 +131,19 @@ class Finding:
     def title(self) -> str:
         return f"{self.query.name} and training image #{self.match.id}"
 
+    def readable_command(self, out: str = "report.pdf") -> str:
+        """:meth:`command` with the index and the query by name, as a report's reader sees
+        it (no folder of the machine that made it)."""
+        from pathlib import PurePath
+
+        return (
+            self.command(out)
+            .replace(shlex.quote(self.index.path), shlex.quote(PurePath(self.index.path).name), 1)
+            .replace(
+                shlex.quote(self.query.path or self.query.name), shlex.quote(self.query.name), 1
+            )
+        )
+
     def command(self, out: str = "report.pdf") -> str:
         """The command that makes this finding again (the index path as recorded)."""
         args = [

@@ -10,12 +10,13 @@ from lib.evidence.content import (
     identity_rows,
     scan_identity_rows,
     scan_rows,
+    scan_title,
     score_rows,
     summary_header,
     summary_line,
     summary_rows,
 )
-from lib.evidence.document import SCRIPT_ID, Document, caveats, json_for_html, verdict_words
+from lib.evidence.document import SCRIPT_ID, TERMS, Document, caveats, json_for_html, verdict_words
 from lib.evidence.finding import Finding
 from lib.evidence.scan_record import ScanRecord
 
@@ -53,7 +54,10 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def _caveats(rate: float) -> str:
     items = "".join(f"<li>{escape(c)}</li>" for c in caveats(rate))
     heading = "<h3>What this means, and what it does not</h3>"
-    return f'<div class="caveats">{heading}<ul>{items}</ul></div>'
+    terms = "".join(f"<li><strong>{escape(t)}</strong>: {escape(m)}</li>" for t, m in TERMS)
+    return (
+        f'<div class="caveats">{heading}<ul>{items}</ul><h3>Terms used</h3><ul>{terms}</ul></div>'
+    )
 
 
 def finding_html(finding: Finding, number: int | None = None) -> str:
@@ -101,7 +105,7 @@ def finding_html(finding: Finding, number: int | None = None) -> str:
         "<h3>Identity of everything used</h3>",
         _rows(identity_rows(finding)),
         "<h3>Reproduce and check</h3>",
-        f"<p>Make this finding again: <code>{escape(finding.command())}</code></p>",
+        f"<p>Make this finding again: <code>{escape(finding.readable_command())}</code></p>",
         "<p>Check this report: <code>python -m lib verify THIS_FILE [--index INDEX_DIR]</code></p>",
         _caveats(finding.settings["false_alarm_rate"]),
     ]
@@ -123,14 +127,14 @@ def scan_html(scan: ScanRecord, number: int | None = None) -> str:
     )
     return "\n".join(
         [
-            f"<h2>{escape(label + scan.settings['generated'])}</h2>",
+            f"<h2>{escape(label + scan_title(scan))}</h2>",
             _img(scan.pictures.get("histogram"), "histogram"),
             _table(rows[0], rows[1:]),
             "<h3>Most-copied generations beside their matches</h3>",
             gallery or "<p>No generation could be read.</p>",
             "<h3>Identity of everything used</h3>",
             _rows(scan_identity_rows(scan)),
-            f"<p>Run this scan again: <code>{escape(scan.command())}</code></p>",
+            f"<p>Run this scan again: <code>{escape(scan.readable_command())}</code></p>",
             _caveats(scan.settings["false_alarm_rate"]),
         ]
     )

@@ -19,12 +19,19 @@ from lib.evidence.content import (
     identity_rows,
     scan_identity_rows,
     scan_rows,
+    scan_title,
     score_rows,
     summary_header,
     summary_line,
     summary_rows,
 )
-from lib.evidence.document import ATTACHMENT_NAME, Document, caveats, verdict_words
+from lib.evidence.document import (
+    ATTACHMENT_NAME,
+    TERMS,
+    Document,
+    caveats,
+    verdict_words,
+)
 from lib.evidence.finding import Finding
 from lib.evidence.scan_record import ScanRecord
 
@@ -125,9 +132,13 @@ class _Layout:
         return table
 
     def caveats(self, rate: float) -> list[Any]:
+        from reportlab.platypus import KeepTogether, Paragraph
+
         out = [self.p("What this means, and what it does not", self.h3)]
         out += [self.p("• " + c) for c in caveats(rate)]
-        return out
+        terms: list[Any] = [self.p("Terms used", self.h3)]
+        terms += [Paragraph(f"<b>{escape(t)}</b>: {escape(m)}", self.small) for t, m in TERMS]
+        return [KeepTogether(out), KeepTogether(terms)]  # no bullet left alone on a page
 
 
 def _finding(lay: _Layout, finding: Finding, number: int | None) -> list[Any]:
@@ -216,7 +227,7 @@ def _finding(lay: _Layout, finding: Finding, number: int | None) -> list[Any]:
         lay.p("Identity of everything used", lay.h3),
         lay.rows(identity_rows(finding)),
         lay.p("Reproduce and check", lay.h3),
-        lay.p(f"Make this finding again: {finding.command()}", lay.small),
+        lay.p(f"Make this finding again: {finding.readable_command()}", lay.small),
         lay.p("Check this report: python -m lib verify THIS_FILE [--index INDEX_DIR]", lay.small),
     ]
     out += lay.caveats(finding.settings["false_alarm_rate"])
@@ -238,7 +249,7 @@ def _scan(lay: _Layout, scan: ScanRecord, number: int | None) -> list[Any]:
     label = f"Scan {number}: " if number else "Scan: "
     rows = scan_rows(scan)
     out: list[Any] = [
-        lay.p(label + scan.settings["generated"], lay.h2),
+        lay.p(label + scan_title(scan), lay.h2),
         lay.image(scan.pictures.get("histogram"), lay.width, 260),
         lay.grid(rows[0], rows[1:], [0.2, 0.12, 0.12, 0.56]),
         lay.p("Most-copied generations beside their matches", lay.h3),
@@ -263,7 +274,7 @@ def _scan(lay: _Layout, scan: ScanRecord, number: int | None) -> list[Any]:
     out += [
         lay.p("Identity of everything used", lay.h3),
         lay.rows(scan_identity_rows(scan)),
-        lay.p(f"Run this scan again: {scan.command()}", lay.small),
+        lay.p(f"Run this scan again: {scan.readable_command()}", lay.small),
     ]
     out += lay.caveats(scan.settings["false_alarm_rate"])
     out.append(PageBreak())

@@ -30,7 +30,8 @@ MOST_COPIED = 6
 RATE_MEANINGS = {
     "copy_rate": "Copy rate: the share of images whose top match is called a copy at the "
     "operating point (calibrated score or pixel alignment at or above the threshold).",
-    "rate_above_threshold": "Share above raw 0.5: the paper's measure, the share whose "
+    "rate_above_threshold": "Share above raw 0.5: the measure of Somepalli et al. (CVPR "
+    "2023), the share whose "
     "top-1 raw cosine is above 0.5 (it runs high on look-alike collections).",
     "mean_top1": "Mean top-1: the average raw cosine of each image to its closest training image.",
     "p95_top1": "95th percentile top-1: 95 in 100 images score at or under this raw cosine.",
@@ -65,6 +66,16 @@ class ScanRecord:
             args += ["--reference", str(self.settings["reference"])]
         args += ["--false-alarm-rate", str(self.settings["false_alarm_rate"])]
         return shlex.join([*args, "--report", out])
+
+    def readable_command(self, out: str = "scan-report.pdf") -> str:
+        """:meth:`command` with folders by name, as a report's reader sees it."""
+        from pathlib import PurePath
+
+        text = self.command(out)
+        for path in (self.index.path, self.settings["generated"], self.settings.get("reference")):
+            if path:
+                text = text.replace(shlex.quote(str(path)), shlex.quote(PurePath(path).name), 1)
+        return text
 
     def to_dict(self, *, pictures: bool = True) -> dict[str, Any]:
         data = asdict(self)
