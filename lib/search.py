@@ -45,6 +45,21 @@ __all__ = [
 ]
 
 
+MIN_QUERY_SIDE = 8
+"""Pixels: a query narrower or lower than this carries too little picture to compare (a
+1 x 1 image would otherwise get a full verdict); it gets a result with ``error`` set."""
+
+
+def too_small(width: int, height: int) -> str | None:
+    """Why a query of this size is not judged, or None when it is large enough."""
+    if min(width, height) >= MIN_QUERY_SIDE:
+        return None
+    return (
+        f"the image is {width} x {height} pixels: too small to compare with a training image "
+        f"(at least {MIN_QUERY_SIDE} pixels a side)"
+    )
+
+
 def rank_vectors(
     index: ReplicaIndex,
     vectors: np.ndarray,
@@ -180,6 +195,11 @@ def search_files(
             calibration=calibration,
         )
     errors = {s.path: s.reason for s in embedded.skipped}
+    for r in embedded.records:
+        small = too_small(r.width, r.height)
+        if small is not None:
+            found.pop(r.path, None)
+            errors[r.path] = small
     out = []
     for f in files:
         key = str(f)
@@ -215,10 +235,17 @@ def search_images(
                 from lib.images import to_rgb
 
                 image = to_rgb(item)
+                small = too_small(*image.size)
+                if small is not None:
+                    raise ImageLoadError(small, label)
             else:
                 # full size with regions, so that boxes are in the image's own pixels
                 draft = None if regions else model.draft_short_side
-                image = load_image(item, name=label, draft_short_side=draft).image
+                loaded = load_image(item, name=label, draft_short_side=draft)
+                image = loaded.image
+                small = too_small(loaded.width, loaded.height)
+                if small is not None:
+                    raise ImageLoadError(small, label)
         except ImageLoadError as exc:
             errors[position] = exc.reason
             continue

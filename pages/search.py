@@ -150,7 +150,8 @@ def query_image(data: bytes) -> Image.Image | None:
 def render_result(label: str, data: bytes, result: QueryResult) -> None:
     heading = headings.get(label, label)
     if result.error:
-        st.warning(f"**{heading}** was skipped: {result.error}. The other images are shown.")
+        others = " The other images are shown." if len(results) > 1 else ""
+        st.warning(f"**{heading}** was not searched: {result.error}.{others}")
         return
     text, colour, icon = VERDICT_BADGES[result.verdict]
     st.markdown(f"#### {heading} &nbsp; :{colour}-badge[{icon} {text}]")
@@ -337,6 +338,8 @@ def results_csv(results: list[QueryResult]) -> str:
     return buf.getvalue()
 
 
+if not good:  # nothing was searched: nothing to download
+    st.stop()
 left, right = st.columns(2)
 left.download_button(
     "Download results (CSV)",

@@ -83,3 +83,39 @@ def test_region_matching_toggle_reranks_and_marks_matches(small_index: Path) -> 
     cards = [m.value for m in at.markdown if m.value.startswith("**#")]
     assert len(cards) == 5
     assert all("region" in card for card in cards), "re-ranked matches show their region score"
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_one_pixel_image_gets_no_verdict_and_a_lone_bad_upload_offers_nothing(
+    small_index: Path,
+) -> None:
+    """A 1 x 1 image carries no picture to compare: it is not judged. When the only
+    upload cannot be searched the page says so, without 'the other images are shown' and
+    without downloads of empty results."""
+    from lib.index import open_index
+    from lib.search import search_images
+
+    index = open_index(small_index)
+    tiny, fine = search_images(index, [("dot.png", _png((1, 1))), ("ok.png", _png((64, 48)))])
+    assert tiny.error is not None and "1 x 1 pixels" in tiny.error and not tiny.matches
+    assert fine.error is None and fine.verdict in ("copy", "similar", "none")
+
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["index_path"] = str(small_index)
+    at.run()
+    at.file_uploader(key="search_uploads").upload("dot.png", _png((1, 1)), "image/png")
+    at.run()
+    assert not at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "too small to compare" in warning and "other images" not in warning
+    assert not at.get("download_button")
+    assert not any("COPY" in m.value or "NO CLEAR MATCH" in m.value for m in at.markdown)
