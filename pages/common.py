@@ -209,8 +209,9 @@ GLOSSARY = {
     "images of the same kind score near 0; copies score well above 0.",
     "raw cosine": "Similarity of the two images' SSCD fingerprints, from -1 to 1; 1 means "
     "identical. Look-alike collections (emoji, clothes on white) score high even when unrelated.",
-    "training vs training": "Each training image against its nearest *other* training image: "
-    "how close images of this set already are to each other, the floor for any comparison.",
+    "training vs training": "Each training image against its nearest training image outside "
+    "its own family of variants (skin tones, colourways): how close distinct works of this set "
+    "already are to each other, the floor for any comparison.",
     "held-out vs training": "Real images never used for training, searched in the same training "
     "set: how close a new, honest image of the same kind comes. Generations that copy score "
     "above these.",

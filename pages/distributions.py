@@ -51,14 +51,34 @@ GALLERY_MAX = 40
 DEMO_SOURCE = re.compile(r"copy_\d+_(?P<edit>[a-z]+)_of_(?P<row>\d+)\.png$")
 UPLOAD_PREFIX = re.compile(r"^\d{4}_")
 
-HOW_TO_READ = (
-    "**How to read this:** compare the red bars (your generations) with the blue ones (real "
-    "images never used for training, searched in the same training set). A set that copies has "
-    "more generations flagged as copies, and its red bars sit to the right of the blue ones. "
-    "The raw share above 0.5 can be *higher* for the real images when all images of a kind look "
-    "alike (every 32 px emoji resembles some training emoji); the copy rate subtracts each "
-    "image's background and is the fair comparison."
-)
+SET_COLOURS = {"generated": "#d62728", "held-out": "#1f77b4", "training": "#7f7f7f"}
+"""One colour per kind of set, whichever sets a report holds: red your generations, blue
+real held-out images, grey training images against each other."""
+
+
+def how_to_read(has_heldout: bool) -> str:
+    """How to read the histogram, naming only the sets it shows."""
+    other = (
+        "the blue ones (real images never used for training, searched in the same training set)"
+        if has_heldout
+        else "the grey ones (each training image against its nearest training image outside "
+        "its own family of variants: no held-out folder was given)"
+    )
+    return (
+        f"**How to read this:** compare the red bars (your generations) with {other}. A set "
+        "that copies has more generations flagged as copies, and its red bars sit to the "
+        "right. The raw share above 0.5 can be *higher* for real images when all images of "
+        "a kind look alike (every 32 px emoji resembles some training emoji); the copy rate "
+        "subtracts each image's background and is the fair comparison."
+    )
+
+
+def set_colour(name: str) -> str:
+    if name.startswith("held-out"):
+        return SET_COLOURS["held-out"]
+    if name.startswith("training"):
+        return SET_COLOURS["training"]
+    return SET_COLOURS["generated"]
 
 
 def upload_folder(files: list[UploadedFile], config: AppConfig) -> Path:
@@ -196,8 +216,9 @@ def show_report(
     cols[3].metric(
         "Generations scanned",
         f"{g.n}",
-        delta=f"{len(report.skipped)} unreadable" if report.skipped else None,
-        delta_color="off",
+        help=f"{len(report.skipped)} file(s) could not be read (listed below)"
+        if report.skipped
+        else None,
     )
     if report.skipped:
         st.warning(
@@ -205,11 +226,11 @@ def show_report(
             + "; ".join(f"{query_name(s.path)} ({s.reason})" for s in report.skipped[:10])
         )
     st.caption(threshold_note(scan_index, label))
-    st.markdown(HOW_TO_READ)
+    st.markdown(how_to_read(any(x.name.startswith("held-out") for x in sets)))
 
     figure = go.Figure()
-    colours = ["#d62728", "#1f77b4", "#7f7f7f"]
-    for stats, colour in zip(sets, colours, strict=False):
+    for stats in sets:
+        colour = set_colour(stats.name)
         figure.add_trace(
             go.Histogram(
                 x=stats.top1,

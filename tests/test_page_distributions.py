@@ -76,6 +76,17 @@ def test_demo_batch_shows_rates_histogram_and_gallery(small_index: Path, config:
     assert at.get("plotly_chart")
     table = at.dataframe[0].value
     assert list(table["set"]) == ["generated vs training", "training vs training"]
+    # no held-out folder: the chart's second set is training vs training, in grey, and the
+    # text says so (it called it "real images never used for training" in blue)
+    reading = " ".join(m.value for m in at.markdown if "How to read this" in m.value)
+    assert "grey" in reading and "never used for training" not in reading
+    import json
+
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    colours = {t["name"].split(" (")[0]: t["marker"]["color"] for t in traces}
+    assert colours == {"generated vs training": "#d62728", "training vs training": "#7f7f7f"}
+    baseline = float(table["copies"].iloc[1].rstrip("%"))
+    assert baseline <= 10.0, f"training images against their siblings: {baseline}% copies"
     gallery = badges(at)
     # one verdict vocabulary (VERDICT_BADGES), with the threshold that applies
     assert gallery and gallery[0].startswith(":red-badge[:material/warning: COPY]")
@@ -90,6 +101,8 @@ def test_one_readable_and_one_unreadable_upload(small_index: Path, config: Path)
     at.button(key="dist_run").click().run()
     assert not at.exception, at.exception
     assert {m.label: m.value for m in at.metric}["Generations scanned"] == "1"
+    scanned = next(m for m in at.metric if m.label == "Generations scanned")
+    assert not scanned.proto.delta  # an unreadable count is not a green "up" arrow
     assert any("broken.png" in w.value for w in at.warning)
     assert not [s for s in at.slider if s.key == "dist_gallery_n"]  # nothing to choose
     assert len(badges(at)) == 1
