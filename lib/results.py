@@ -99,10 +99,15 @@ class QueryResult:
             among = (
                 f" None of {self.null_size:,} unrelated images of this collection scores as high."
             )
-        else:
+        elif self.verdict == "copy":
             among = (
                 f" Of {self.null_size:,} unrelated images of this collection, "
                 f"{self.null_percentile:.1f}% score lower."
+            )
+        else:  # a weak match: say how common such a score is, not how many score lower
+            among = (
+                f" Of {self.null_size:,} unrelated images of this collection, "
+                f"{100.0 - self.null_percentile:.1f}% score as high or higher."
             )
         if self.rule == "alignment" and self.alignment is not None:
             aligned, needed = ordered_pair(self.alignment, self.alignment_threshold or 0.0)
@@ -127,7 +132,12 @@ class QueryResult:
                 f"{lead}: more than most unrelated images of this collection, but under "
                 f"the {thr} that calls a copy." + among
             )
-        return f"{lead}, under the {thr} that calls a copy: nothing stands out." + among
+        return (
+            f"{lead}, under the {thr} that calls a copy: no training image stands out."
+            + among
+            + " This is not a clearance: the check can miss copies, above all crops and "
+            "pictures pasted into another scene."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of the CLI's ``search --json``."""
@@ -154,13 +164,25 @@ class QueryResult:
         }
 
 
+def percentile_words(verdict: str, null_percentile: float | None) -> str:
+    """Where a score sits among unrelated images, framed so that it never reads as more
+    evidence than the verdict: a copy by how many score lower, any other verdict by how
+    many score as high or higher ("" when the index was too small to measure it)."""
+    if null_percentile is None:
+        return ""
+    if verdict == "copy":
+        return f"{null_percentile:.1f}% of unrelated images score lower"
+    return f"{100.0 - null_percentile:.1f}% of unrelated images score as high or higher"
+
+
 def ordered_pair(value: float, threshold: float, *, sign: bool = False) -> tuple[str, str]:
     """A score and its threshold as text, with as many decimals (2 to 6) as it takes for
     the text to keep their order: never "+0.25, under the +0.25"."""
     for decimals in range(2, 7):
         spec = f"{'+' if sign else ''}.{decimals}f"
         a, b = format(value, spec), format(threshold, spec)
-        if (float(a) >= float(b)) == (value >= threshold):
+        tie_shown = a == b and value != threshold  # "0.99 ... at or above the 0.99"
+        if (float(a) >= float(b)) == (value >= threshold) and not tie_shown:
             return a, b
     return a, b
 

@@ -12,6 +12,7 @@ from PIL import Image
 from lib.evidence.case import Case, CaseError, check_name, new_case_name
 from lib.evidence.document import verdict_words
 from lib.evidence.finding import Finding
+from lib.results import percentile_words
 from pages.case_ui import CASE_KEY, case_store, current_case_name, render_document
 from pages.common import leave_folder_mode, show_error, verdict_badge
 
@@ -63,7 +64,7 @@ def show_finding(case: Case, position: int, finding: Finding) -> None:
         among = (
             ""
             if m.null_percentile is None
-            else f" · {m.null_percentile:.1f}% of unrelated images score lower"
+            else f" · {percentile_words(m.verdict, m.null_percentile)}"
         )
         right.caption(
             f"Calibrated score {m.calibrated:+.3f} · raw cosine {m.score:.3f}{among}. "

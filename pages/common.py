@@ -17,7 +17,7 @@ from lib.st_cache import cached_embedder, cached_index, manifest_mtime
 VERDICT_BADGES = {
     "copy": ("COPY", "red", ":material/warning:"),
     "similar": ("SIMILAR", "orange", ":material/help:"),
-    "none": ("NO CLEAR MATCH", "green", ":material/check_circle:"),
+    "none": ("NO CLEAR MATCH", "gray", ":material/search_off:"),  # never a clearance tick
 }
 """The one vocabulary for verdicts on every page: verdict -> (words, colour, icon)."""
 

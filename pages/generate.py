@@ -19,7 +19,7 @@ from lib.diffusion.pipelines import (
 )
 from lib.diffusion.sample import load_model, sample
 from lib.diffusion.study import training_subset_index
-from lib.search import search_files
+from lib.search import QueryResult, ordered_pair, search_files
 from lib.st_cache import cached_query_thumbnail, cached_thumbnail
 from pages.case_ui import add_files_to_case
 from pages.common import (
@@ -192,6 +192,22 @@ if st.button("Add these generations to the case", key="generate_to_case"):
     add_files_to_case(index, files, embedder, index.calibration.false_alarm_rate)
 per_row = 4
 copy_at = index.calibration.copy_threshold
+
+
+# The numbers beside a badge, led by the rule that decided it: pixels that line up,
+# near-identical fingerprints, or the calibrated score (never a calibrated score under its
+# threshold beside a COPY without saying what else fired).
+def decided_by(result: QueryResult, copy_at: float) -> str:
+    score, needed = ordered_pair(result.score, copy_at, sign=True)
+    numbers = f"raw {result.raw_score:.3f} · calibrated {score} (copy at ≥ {needed})"
+    if result.verdict == "copy" and result.rule == "alignment" and result.alignment is not None:
+        aligned, at = ordered_pair(result.alignment, result.alignment_threshold or 0.0)
+        return f"pixels line up at {aligned} (copy at ≥ {at}) · {numbers}"
+    if result.verdict == "copy" and result.rule == "identical":
+        return f"near-identical: raw {result.raw_score:.3f} ≥ {result.identical_threshold:.2f}"
+    return numbers
+
+
 for start in range(0, len(results), per_row):
     cols = st.columns(per_row)
     for col, result in zip(cols, results[start : start + per_row], strict=False):
@@ -211,7 +227,6 @@ for start in range(0, len(results), per_row):
                 st.caption(f"Could not be read: {result.error}")
                 continue
             st.markdown(
-                f"{verdict_badge(result.verdict)}  \nraw {result.raw_score:.3f} · "
-                f"calibrated {result.score:+.3f} (copy at ≥ {copy_at:+.3f})",
+                f"{verdict_badge(result.verdict)}  \n{decided_by(result, copy_at)}",
                 help=GLOSSARY["calibrated score"],
             )

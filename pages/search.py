@@ -32,6 +32,7 @@ from lib.images import (
     read_caption,
 )
 from lib.regions import compare_regions, region_heatmap
+from lib.results import percentile_words
 from lib.search import QueryResult, ordered_pair, search_images
 from lib.st_cache import cached_thumbnail
 from pages.case_ui import finding_actions
@@ -158,7 +159,7 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
     percentile = (
         ""
         if result.null_percentile is None
-        else f" · {result.null_percentile:.1f}% of unrelated images score lower"
+        else f" · {percentile_words(result.verdict, result.null_percentile)}"
     )
     score, threshold = ordered_pair(result.score, result.copy_threshold, sign=True)
     st.caption(
