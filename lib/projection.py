@@ -52,7 +52,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -696,14 +696,93 @@ def nearest_neighbour_similarity(
     return out
 
 
-def caption_groups(metadata: pd.DataFrame) -> list[str]:
-    """One label per row: the caption's first word (lower case), else the parent folder name."""
+CAPTION_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "and",
+        "or",
+        "with",
+        "in",
+        "on",
+        "at",
+        "for",
+        "to",
+        "by",
+        "from",
+        "my",
+        "our",
+        "your",
+        "his",
+        "her",
+        "its",
+        "their",
+        "this",
+        "that",
+        "some",
+        "two",
+        "three",
+    ]
+)
+"""Words that name no group of pictures ("a", "the": Tux Paint captions start with them)."""
+
+
+def caption_groups(metadata: pd.DataFrame, sources: Sequence[str] = ()) -> list[str]:
+    """One label per row: the collection's own category where it has one, the first
+    folder under the source folder the image was indexed from (Tux Paint's ``animals``,
+    ``vehicles``...); else the caption's first meaningful word (lower case, articles and
+    prepositions skipped); else the image's folder name.
+
+    ``sources``: the index's recorded source folders (``manifest.sources``); labels that
+    are not folders are ignored.
+
+    Example:
+        >>> caption_groups(meta, ["/usr/share/tuxpaint/stamps"])  # doctest: +SKIP
+        ['animals', 'animals', 'vehicles', ...]
+    """
+    roots = [PurePath(str(s)) for s in sources if str(s).startswith("/")]
     groups = []
     for caption, path in zip(metadata["caption"], metadata["path"], strict=True):
+        folder = _category(PurePath(str(path)), roots)
+        if folder:
+            groups.append(folder)
+            continue
         text = "" if caption is None or pd.isna(caption) else str(caption)
-        words = re.findall(r"[^\W_]+", text.lower())
+        words = [w for w in re.findall(r"[^\W_]+", text.lower()) if w not in CAPTION_STOPWORDS]
         groups.append(words[0] if words else Path(str(path)).parent.name or NO_GROUP)
     return groups
+
+
+def _category(path: PurePath, roots: Sequence[PurePath]) -> str | None:
+    """The first folder of ``path`` below the root it lies in, when it lies deeper."""
+    for root in roots:
+        if path.is_relative_to(root):
+            parts = path.relative_to(root).parts
+            return parts[0] if len(parts) >= 2 else None
+    return None
+
+
+def find_rows(metadata: pd.DataFrame, text: str, limit: int = 50) -> list[int]:
+    """Index rows whose file name or caption contains ``text`` (case-insensitive): exact
+    file names first, then file names, then captions; at most ``limit``.
+
+    Example:
+        >>> find_rows(index.metadata, "car")  # doctest: +SKIP
+        [812, 97, ...]
+    """
+    needle = text.strip().lower()
+    if not needle:
+        return []
+    names = pd.Series([PurePath(str(p)).name.lower() for p in metadata["path"]], dtype=object)
+    stems = names.map(lambda n: n.rsplit(".", 1)[0])
+    captions = pd.Series(metadata["caption"].fillna("").astype(str).str.lower().to_numpy())
+    exact = np.flatnonzero(((names == needle) | (stems == needle)).to_numpy())
+    in_name = np.flatnonzero(names.str.contains(needle, regex=False).to_numpy())
+    in_caption = np.flatnonzero(captions.str.contains(needle, regex=False).to_numpy())
+    rows = dict.fromkeys(int(r) for r in (*exact, *in_name, *in_caption))
+    return list(rows)[:limit]
 
 
 def top_groups(groups: list[str], k: int = 12) -> list[str]:
@@ -746,11 +825,13 @@ def map_table(
     metadata: pd.DataFrame,
     groups: int = 12,
     positions: np.ndarray | None = None,
+    sources: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per projected point (or per point at ``positions``, see
     :func:`drawn_positions`): row, x, y, nn (cosine), caption, file, group.
 
-    ``group`` keeps the ``groups`` most frequent caption groups; the rest are ``OTHER_GROUP``.
+    ``group`` (:func:`caption_groups`, with the index's ``sources``) keeps the ``groups``
+    most frequent groups; the rest are ``OTHER_GROUP``.
     """
     at = np.arange(projection.n_points) if positions is None else np.asarray(positions)
     ids = projection.ids[at]
@@ -763,7 +844,7 @@ def map_table(
             "nn": projection.nn_similarity[at],
             "caption": meta["caption"].fillna("").astype(str).to_numpy(),
             "file": [Path(str(p)).name for p in meta["path"]],
-            "group": top_groups(caption_groups(meta), groups),
+            "group": top_groups(caption_groups(meta, sources), groups),
         }
     )
 

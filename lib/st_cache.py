@@ -108,7 +108,8 @@ def cached_map_points(
     if projection is None:
         return None
     positions = drawn_positions(projection, max_drawn)
-    return map_table(projection, cached_index(path, mtime).metadata, groups, positions)
+    index = cached_index(path, mtime)
+    return map_table(projection, index.metadata, groups, positions, index.manifest.sources)
 
 
 @st.cache_data(show_spinner="Finding near-duplicates…", max_entries=16)

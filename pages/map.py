@@ -7,6 +7,8 @@ pick a point to see the image and its nearest neighbours. A stored map that cann
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import plotly.colors
@@ -25,6 +27,7 @@ from lib.projection import (
     caption_groups,
     density_grid,
     drawn_positions,
+    find_rows,
     grid_representatives,
     map_table,
     place_images,
@@ -90,9 +93,9 @@ def with_rows(
     if not missing:
         return points
     positions = np.array([projection.position(r) for r in missing], dtype=np.int64)
-    extra = map_table(projection, index.metadata, GROUPS, positions)
+    extra = map_table(projection, index.metadata, GROUPS, positions, index.manifest.sources)
     known = set(points["group"])
-    groups = caption_groups(index.metadata.iloc[missing])
+    groups = caption_groups(index.metadata.iloc[missing], index.manifest.sources)
     extra["group"] = [g if g in known else OTHER_GROUP for g in groups]
     return pd.concat([points, extra], ignore_index=True)
 
@@ -121,6 +124,12 @@ def select_from_chart() -> None:
     if points and points[0].get("customdata") is not None:
         value = points[0]["customdata"]
         st.session_state[SELECTED_KEY] = int(value[0] if isinstance(value, list) else value)
+
+
+def select_from_found() -> None:
+    """on_change of the find box's list: remember the picked row."""
+    if st.session_state.get("map_found") is not None:
+        st.session_state[SELECTED_KEY] = int(st.session_state["map_found"])
 
 
 def select_from_input() -> None:
@@ -395,7 +404,11 @@ if projection.subsampled:
 points = cached_map_points(path, mtime, projection_key, GROUPS, config.map_points)
 if points is None:  # a map that could not be stored is not in the loader's cache
     points = map_table(
-        projection, index.metadata, GROUPS, drawn_positions(projection, config.map_points)
+        projection,
+        index.metadata,
+        GROUPS,
+        drawn_positions(projection, config.map_points),
+        index.manifest.sources,
     )
 capped = len(points) < projection.n_points
 if capped:
@@ -467,9 +480,37 @@ fit_note = (
 st.caption(
     f"{projection.n_points:,} images{fit_note} · UMAP, {projection.info.n_neighbors} "
     f"neighbours, seed {projection.info.seed} · colour: "
-    + ("the caption's first word" if colour == COLOURS[0] else "cosine to the nearest other image")
+    + (
+        "the collection's own folders where it has them, else the caption's first word"
+        if colour == COLOURS[0]
+        else "cosine to the nearest other image"
+    )
 )
 
+found_text = st.text_input(
+    "Find an image by file name or caption",
+    key="map_find",
+    placeholder="e.g. car, 1F697, penguin",
+)
+if found_text.strip():
+    found = find_rows(index.metadata, found_text)
+    if not found:
+        st.caption(f"No file name or caption contains “{found_text.strip()}”.")
+    else:
+        labels = {
+            row: f"#{row} {index.metadata['caption'].iloc[row] or ''} "
+            f"({Path(str(index.metadata['path'].iloc[row])).name})"
+            for row in found
+        }
+        st.selectbox(
+            f"{len(found)} found" + (" (the first 50)" if len(found) == 50 else ""),
+            found,
+            index=None,
+            format_func=lambda r: labels[r],
+            key="map_found",
+            on_change=select_from_found,
+            placeholder="pick one to select it on the map",
+        )
 st.number_input(
     "Pick an image by id",
     min_value=0,

@@ -264,3 +264,16 @@ def test_a_list_as_projection_json_is_explained(mapped_index: Path, tmp_path: Pa
     at = page(index_path)
     assert not at.exception and not at.error
     assert "must hold an object, not list" in at.warning[0].value
+
+
+def test_finding_an_image_by_name_or_caption_selects_it(mapped_index: Path) -> None:
+    at = page(mapped_index)
+    at.text_input(key="map_find").input("blue scene 2 v03").run()
+    assert not at.exception
+    found = at.selectbox(key="map_found")
+    assert len(found.options) == 1 and "blue scene 2 v03" in found.options[0]
+    found.select_index(0).run()
+    assert not at.exception
+    assert any(m.value.endswith("blue scene 2 v03**") for m in at.markdown)
+    at.text_input(key="map_find").input("no such picture").run()
+    assert any("No file name or caption contains" in c.value for c in at.caption)

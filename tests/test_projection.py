@@ -534,3 +534,32 @@ def test_fuzz_a_stored_map_with_a_mutated_file_loads_places_or_is_refused(
     if loaded is not None:
         xy = place_vectors(loaded, mapped.get_vectors(np.arange(2)), mapped)
         assert xy.shape == (2, 2) and np.isfinite(xy).all()
+
+
+def test_groups_are_the_collections_own_folders_then_meaningful_caption_words() -> None:
+    """Tux Paint was coloured by its captions' first word ("a", "the", "an"): a collection
+    indexed from a folder of category folders is grouped by them, and captions skip
+    articles and prepositions."""
+    from lib.projection import find_rows
+
+    meta = pd.DataFrame(
+        {
+            "caption": ["a penguin", "the tractor", "an owl", "a red car", None, "Grinning face"],
+            "path": [
+                "/stamps/animals/birds/penguin.png",
+                "/stamps/vehicles/tractor.png",
+                "/stamps/animals/owl.png",
+                "/elsewhere/car.png",
+                "/stamps/lone.png",
+                "/emoji/1F600.png",
+            ],
+        }
+    )
+    groups = caption_groups(meta, ["/stamps", "openmoji"])
+    assert groups == ["animals", "vehicles", "animals", "red", "stamps", "grinning"]
+    assert caption_groups(meta)[:4] == ["penguin", "tractor", "owl", "red"]
+    # find by file name (exact stems first) or caption, case-insensitive
+    assert find_rows(meta, "1f600") == [5]
+    assert find_rows(meta, "OWL") == [2]
+    assert find_rows(meta, "car") == [3]
+    assert find_rows(meta, "a") and find_rows(meta, "  ") == []
