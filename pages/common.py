@@ -96,13 +96,27 @@ def show_error(what: str, exc: BaseException | str, hint: str = "") -> None:
 
 
 def streamlit_progress(label: str) -> Any:
-    """A lib.progress callback drawing an ``st.progress`` bar; returns (callback, bar)."""
+    """A lib.progress callback drawing an ``st.progress`` bar; returns (callback, bar).
+
+    Long work runs in phases (embedding, then calibrating verdicts, then the approximate
+    index): when a new phase starts counting from zero, the phases before it stay named as
+    done, so the bar never reads as a restart ("Embedding images 802/802 done ·
+    calibrating verdicts: 25/801")."""
     bar = st.progress(0.0, text=label)
+    state: dict[str, Any] = {"phase": label, "done": 0, "total": 0, "finished": []}
 
     def callback(done: int, total: int, message: str = "") -> None:
+        phase = state["phase"]
+        if message and message != phase and total and done < state["done"]:
+            state["finished"].append(f"{phase} {state['total']:,}/{state['total']:,} done")
+            phase = state["phase"] = message
+        state["done"], state["total"] = done, total
         fraction = min(1.0, done / total) if total else 0.0
-        suffix = f" · {message}" if message else ""
-        bar.progress(fraction, text=f"{label}: {done}/{total}{suffix}")
+        count = f"{done:,}/{total:,}" if total else f"{done:,}"
+        current = f"{phase}: {count}"
+        if message and message != phase:
+            current += f" · {message}"
+        bar.progress(fraction, text=" · ".join([*state["finished"], current]))
 
     return callback, bar
 

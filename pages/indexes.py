@@ -219,7 +219,10 @@ def finish(text: str, path: str, report: BuildReport, extracted: ExtractedUpload
 def build_section(config: AppConfig) -> None:
     st.subheader("Build a new index")
     name = st.text_input(
-        "Name", key="build_name", max_chars=64, help="Letters, digits, '-' and '_'; a new name"
+        "Name",
+        key="build_name",
+        max_chars=64,
+        help="Letters, digits, spaces, '-' and '_'; a new name",
     )
     kind, folder, upload = source_picker(config, "build", "zip_upload")
     names = list(EMBEDDERS)

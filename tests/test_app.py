@@ -249,3 +249,22 @@ def test_each_session_keeps_its_index_and_a_new_build_never_moves_a_visitor(
     unknown.run()
     assert not unknown.exception
     assert Path(unknown.sidebar.selectbox[0].value).name == "zzz-default"
+
+
+def phased_progress() -> None:
+    from pages.common import streamlit_progress
+
+    callback, _ = streamlit_progress("Embedding images")
+    for done in (1, 400, 802):
+        callback(done, 802)
+    for done in (1, 25):
+        callback(done, 801, "calibrating verdicts")
+
+
+def test_a_new_phase_never_reads_as_a_restart() -> None:
+    """The Indexes page's bar sat full at 802/802, then read '25/801 · calibrating
+    verdicts' as if the build had started over: finished phases stay named as done."""
+    at = AppTest.from_function(phased_progress, default_timeout=60).run()
+    assert not at.exception
+    text = at.get("progress")[0].proto.text
+    assert text == "Embedding images 802/802 done · calibrating verdicts: 25/801", text

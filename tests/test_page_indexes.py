@@ -260,3 +260,16 @@ def test_the_page_prints_no_stray_text(ws: Workspace) -> None:
     """Bare strings at module level would be printed by Streamlit's magic."""
     at = page()
     assert [m.value for m in at.markdown] == []
+
+
+def test_an_index_name_may_hold_spaces_as_a_case_name_does(ws: Workspace) -> None:
+    from lib.index.catalog import new_index_path
+
+    assert new_index_path("My photos 2026", ws.indexes).name == "My photos 2026"
+    for bad in ("../up", "a/b", ".hidden", "x" * 65, "tab\there"):
+        with pytest.raises(ValueError, match="not a valid index name"):
+            new_index_path(bad, ws.indexes)
+    write_scenes(ws.images / "s", range(2))
+    at = build_from_folder(page(), "My photos", ws.images / "s")
+    assert not at.exception and not at.error
+    assert (ws.indexes / "My photos" / "manifest.json").is_file()

@@ -11,8 +11,9 @@ from pathlib import Path
 from lib.index.errors import ManifestError
 from lib.index.manifest import read_manifest
 
-INDEX_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-"""A new index's folder name: letters, digits, ``-`` and ``_``; 1 to 64 characters."""
+INDEX_NAME_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9 _-]{0,62}[A-Za-z0-9_-])?")
+"""A new index's folder name: letters, digits, spaces, ``-`` and ``_``; 1 to 64 characters,
+starting with a letter or digit and not ending in a space (as a case's name may)."""
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,15 @@ def new_index_path(name: str, index_root: str | os.PathLike[str]) -> Path:
     """Where a new index called ``name`` goes under ``index_root``.
 
     Raises:
-        ValueError: the name has other characters than letters, digits, ``-`` and ``_``.
+        ValueError: the name has other characters than letters, digits, spaces, ``-`` and
+            ``_``.
         FileExistsError: something of that name is already there.
     """
     name = name.strip()
     if not INDEX_NAME_PATTERN.fullmatch(name):
         raise ValueError(
-            f"{name!r} is not a valid index name: use 1 to 64 letters, digits, '-' or '_', "
-            "starting with a letter or digit"
+            f"{name!r} is not a valid index name: use 1 to 64 letters, digits, spaces, '-' "
+            "or '_', starting with a letter or digit"
         )
     dest = Path(index_root) / name
     if dest.exists():
