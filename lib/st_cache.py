@@ -45,6 +45,15 @@ def cached_index(path: str, mtime: float) -> ReplicaIndex:
     return index
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_missing_files(path: str, mtime: float) -> str:
+    """One line saying how many of the index's files are not on this server ("" when all
+    are found), counted once per index version (:func:`lib.index.health.missing_files`)."""
+    from lib.index.health import missing_files
+
+    return missing_files(cached_index(path, mtime)).words()
+
+
 @st.cache_resource(show_spinner="Loading the embedding model…")
 def cached_embedder(index_path: str, mtime: float) -> Embedder:
     """The embedder an index was built with, created once."""

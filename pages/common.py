@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from PIL import Image
 
 from lib.app_config import available_indexes, load_config
 from lib.datasets import DATASETS
 from lib.embedders import Embedder
 from lib.index import ReplicaIndex
-from lib.st_cache import cached_embedder, cached_index, manifest_mtime
+from lib.st_cache import cached_embedder, cached_index, cached_missing_files, manifest_mtime
 
 VERDICT_BADGES = {
     "copy": ("COPY", "red", ":material/warning:"),
@@ -121,6 +122,28 @@ def streamlit_progress(label: str) -> Any:
     return callback, bar
 
 
+def placeholder(text: str, height: int) -> Image.Image:
+    """A light grey picture of ``height`` pixels saying ``text``, drawn where a training
+    image cannot be shown, so that a row of pictures keeps one height."""
+    from PIL import ImageDraw
+
+    width = max(height, 8)
+    image = Image.new("RGB", (width, height), (236, 236, 236))
+    draw = ImageDraw.Draw(image)
+    words, lines = text.split(), [""]
+    for word in words:  # wrap to the width
+        trial = f"{lines[-1]} {word}".strip()
+        if draw.textlength(trial) <= width - 12:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    y = max(4, (height - 14 * len(lines)) // 2)
+    for line in lines:
+        draw.text((6, y), line, fill=(90, 90, 90))
+        y += 14
+    return image
+
+
 def file_label(path: str) -> str:
     """A short name for a file path."""
     return Path(path).name
@@ -195,6 +218,12 @@ def render_sidebar() -> None:
         f"**{index.count:,}** images · embedder `{m.embedder_name}`  \n"
         f"created {m.created[:10]} · {len(m.skipped)} skipped at build"
     )
+    missing = cached_missing_files(path, manifest_mtime(path))
+    if missing:
+        st.sidebar.caption(
+            f"{missing.capitalize()}: their matches are found and scored, and shown by "
+            "caption instead of a picture."
+        )
     if index.calibration_stale:
         st.sidebar.caption(
             "This index's stored calibration was measured before its last images were "

@@ -51,9 +51,9 @@ GALLERY_MAX = 40
 DEMO_SOURCE = re.compile(r"copy_\d+_(?P<edit>[a-z]+)_of_(?P<row>\d+)\.png$")
 UPLOAD_PREFIX = re.compile(r"^\d{4}_")
 
+# One colour per kind of set, whichever sets a report holds: red your generations, blue
+# real held-out images, grey training images against each other.
 SET_COLOURS = {"generated": "#d62728", "held-out": "#1f77b4", "training": "#7f7f7f"}
-"""One colour per kind of set, whichever sets a report holds: red your generations, blue
-real held-out images, grey training images against each other."""
 
 
 def how_to_read(has_heldout: bool) -> str:

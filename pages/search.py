@@ -41,6 +41,7 @@ from pages.common import (
     current_embedder,
     current_index,
     file_label,
+    placeholder,
     show_error,
 )
 
@@ -189,8 +190,10 @@ def render_result(label: str, data: bytes, result: QueryResult) -> None:
         if thumb is not None:
             col.image(thumb)
         elif resolve_inside(match.path, app_roots()) is None:
+            col.image(placeholder(OUTSIDE_REASON, ROW_HEIGHT))
             col.caption(f"({OUTSIDE_REASON})")
         else:
+            col.image(placeholder("image file not found on this server", ROW_HEIGHT))
             col.caption(index.stand_in(match.id, match.caption))
         if match.combined is not None:  # region matching: ordered by the combined score
             card = (
@@ -233,8 +236,11 @@ if good:
     except OutsideAllowedFolders:
         st.info(f"This pair cannot be compared: {OUTSIDE_REASON}.")
         match_img = None
-    except ImageLoadError as exc:
-        show_error("The training image could not be read", exc)
+    except ImageLoadError:
+        st.info(
+            "This pair cannot be compared: the training image's file is not on this server "
+            "(its match was found from the index's stored fingerprint)."
+        )
         match_img = None
     if query_img is not None and match_img is not None:
         mode = st.radio(
