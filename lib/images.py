@@ -49,6 +49,8 @@ UNDECODED_FORMATS = {
     "MPEG": "MPEG video: not an image",
     "WMF": "WMF/EMF: vector image, not decoded",
     "IPTC": "IPTC/NAA: not an image",
+    "ICO": "ICO icon container: not decoded (Pillow decodes it before its size can be checked)",
+    "ICNS": "ICNS icon container: not decoded (Pillow decodes it before its size can be checked)",
 }
 """Formats Pillow identifies but Replica never decodes, with the reason given for them."""
 

@@ -65,7 +65,9 @@ def errors(at: AppTest) -> str:
 def test_indexes_page_keeps_the_zip_and_session_limits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    four = 4 * len(png(0)) + 2_000
+    from lib.uploads import on_disk
+
+    four = 4 * on_disk(len(png(0))) + 2_000  # every file is charged at least a disk block
     uploads = configure(tmp_path, monkeypatch, upload_zip_bytes=four, upload_session_bytes=four)
     at = AppTest.from_file("../pages/indexes.py", default_timeout=120)
     at.session_state["index_path"] = None

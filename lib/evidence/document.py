@@ -195,6 +195,9 @@ SCRIPT_START = f'<script type="application/json" id="{SCRIPT_ID}">'
 MAX_REPORT_BYTES = 256 * 1024 * 1024
 """A report file larger than this is refused unread (a report of dozens of findings with
 their pictures is a few tens of MB)."""
+MAX_RECORD_ITEMS = 2_000_000
+"""Objects, arrays and list items a report's record may hold (counted before it is
+parsed): ``[{},{},...]`` in 128 MB parses to several GB of Python objects."""
 MAX_RECORD_BYTES = 128 * 1024 * 1024
 """The record (JSON) may hold at most this many bytes, decompressed: a PDF attachment
 that inflates to more is refused while it inflates, so memory stays bounded."""
@@ -225,6 +228,12 @@ def read_document(path: str | os.PathLike[str]) -> Document:
     file = Path(path)
     try:
         text = _record_text(file)
+        items = text.count("{") + text.count("[") + text.count(",")
+        if items > MAX_RECORD_ITEMS:  # pictures are base64: no braces or commas in them
+            raise DocumentError(
+                f"its record holds {items:,} JSON values, more than a report's "
+                f"{MAX_RECORD_ITEMS:,} (it would decode to far more memory than its size)"
+            )
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

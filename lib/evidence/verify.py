@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib.allowed_paths import OUTSIDE_REASON, index_roots, resolve_inside
+from lib.allowed_paths import OUTSIDE_REASON, app_roots, index_roots, resolve_inside
 from lib.embedders import Embedder, EmbedderUnavailable
 from lib.evidence.document import read_document
 from lib.evidence.finding import Finding, FindingError, calibration_at, focus, row_of, search_query
@@ -103,9 +103,14 @@ def _query_bytes(finding: Finding, query: Path | None) -> tuple[bytes | None, st
     recorded = Path(finding.query.path) if finding.query.path else None
     if query is not None and query.is_file():
         return query.read_bytes(), f"the file {query}"
-    try:  # the report's path: skipped when it cannot be read here, or is too large
+    # The report's path is read only inside the folders Replica may read (a report can
+    # name any file: reading it would turn verify into an oracle for its content); it is
+    # skipped when it cannot be read here, or is too large.
+    outside = recorded is not None and resolve_inside(recorded, app_roots()) is None
+    try:
         if (
             recorded is not None
+            and not outside
             and recorded.is_file()
             and recorded.stat().st_size <= MAX_FILE_BYTES
         ):
@@ -114,12 +119,17 @@ def _query_bytes(finding: Finding, query: Path | None) -> tuple[bytes | None, st
         pass
     if finding.query.data_b64:
         return finding.query.data(), "the copy embedded in the report"
+    if outside:
+        return None, "outside the folders Replica may read: pass it with --query"
     return None, "nowhere"
 
 
 def _check_query(finding: Finding, data: bytes | None, where: str) -> Check:
     if data is None:
-        return Check("query file", False, "the query file was not found", "missing")
+        detail = "the query file was not found"
+        if where.startswith("outside"):
+            detail = f"the recorded query file lies {where}"
+        return Check("query file", False, detail, "missing")
     digest = sha256_bytes(data)
     if digest != finding.query.sha256:
         return Check(

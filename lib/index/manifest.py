@@ -23,8 +23,10 @@ approximate index must stay inside their folders (:data:`SEGMENT_NAME`,
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import stat
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,8 +134,7 @@ def read_manifest(root: Path) -> IndexManifest:
         ManifestError: too large, not UTF-8, or not a manifest (names file and field).
     """
     path = root / MANIFEST_FILE
-    with path.open("rb") as fh:
-        raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    raw = read_regular(path, MAX_MANIFEST_BYTES + 1)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise ManifestError(
             f"{path} is larger than {MAX_MANIFEST_BYTES // 2**20} MB: not a manifest"
@@ -143,6 +144,45 @@ def read_manifest(root: Path) -> IndexManifest:
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path} is not UTF-8 text: {exc}") from None
     return IndexManifest.from_json(text, source=str(path))
+
+
+def require_regular(path: Path) -> int:
+    """The size in bytes of ``path`` when it is a regular file (a symlink to one counts).
+
+    A FIFO, a device or a socket put where an index keeps a file would block a reader
+    forever or stream without end; nothing is opened before this check.
+
+    Raises:
+        FileNotFoundError: it does not exist. OSError: it is not a regular file.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(f"{path} is not a regular file")
+    return info.st_size
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file ``path``, opened without blocking (a
+    FIFO swapped in after :func:`require_regular` is refused too).
+
+    Raises:
+        FileNotFoundError, OSError: as :func:`require_regular`.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        chunks, left = [], limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def check_manifest(manifest: IndexManifest, source: str = MANIFEST_FILE) -> None:
@@ -190,6 +230,15 @@ def _check_calibration(calibration: dict[str, Any], source: str) -> None:
     for key, low in (("bg_rank", 0), ("bg_width", 1), ("null_sample", 0), ("fitted_rows", 0)):
         if key in values:
             _in_range(values[key], low, MAX_ROWS, source, f"calibration.{key}")
+    for key, value in values.items():  # a NaN threshold silently turns verdicts off
+        numbers = (
+            value.values()
+            if isinstance(value, dict)
+            else (value if isinstance(value, list) else [value])
+        )
+        for number in numbers:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ShapeError(source, f"calibration.{key} holds {number}, not a number")
     for key in ("null_quantiles", "raw_quantiles"):
         for level in values.get(key, {}):
             try:

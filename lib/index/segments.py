@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from lib.index.errors import IndexCorrupt, IndexWriteError
-from lib.index.manifest import MAX_ROWS, SEGMENT_NAME, VECTOR_DTYPES, fsync_path
+from lib.index.manifest import (
+    MAX_ROWS,
+    SEGMENT_NAME,
+    VECTOR_DTYPES,
+    fsync_path,
+    require_regular,
+)
 
 SEGMENTS_DIR = "segments"
 VECTORS_FILE = "vectors.npy"
@@ -84,12 +90,22 @@ def segment_file(root: Path, name: str, file: str) -> Path:
         IndexCorrupt: the name is not a segment name, or the path leads outside.
     """
     path = segment_dir(root, name) / file
-    base = (root / SEGMENTS_DIR).resolve()
+    base = root.resolve() / SEGMENTS_DIR  # segments/ itself may not be a link elsewhere
     if not path.resolve().is_relative_to(base):
         raise IndexCorrupt(
             f"segment {name} of index {root}: {file} leads outside {base} (a symbolic "
             "link); refusing to read it"
         )
+    if os.path.lexists(path):
+        try:
+            require_regular(path)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            raise IndexCorrupt(
+                f"segment {name} of index {root}: {file} is not a regular file (a FIFO, "
+                "device or socket would block or never end); rebuild the index"
+            ) from None
     return path
 
 
@@ -222,11 +238,22 @@ def read_segment_metadata(root: Path, info: SegmentInfo) -> pd.DataFrame:
             manifest says, or without the columns of :data:`REQUIRED_COLUMNS`.
     """
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     path = segment_file(root, info.name, SEGMENT_METADATA_FILE)
     try:
+        shape = pq.ParquetFile(path).metadata  # the footer only: nothing decoded yet
+        decoded = sum(shape.row_group(i).total_byte_size for i in range(shape.num_row_groups))
+        if shape.num_rows != info.rows or decoded > MAX_METADATA_BYTES_PER_ROW * info.rows + (
+            64 << 20
+        ):
+            raise IndexCorrupt(
+                f"segment {info.name} of index {root}: {SEGMENT_METADATA_FILE} holds "
+                f"{shape.num_rows:,} rows ({decoded:,} bytes decoded), the manifest says "
+                f"{info.rows:,}; refusing to decode it; rebuild the index"
+            )
         frame = pd.read_parquet(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, IndexCorrupt):
         raise
     except (
         OSError,
@@ -255,6 +282,11 @@ def read_segment_metadata(root: Path, info: SegmentInfo) -> pd.DataFrame:
             "rebuild the index"
         )
     return frame
+
+
+MAX_METADATA_BYTES_PER_ROW = 16 << 10
+"""A segment's metadata may decode to at most this much per row (paths, captions, URLs)
+plus 64 MB: a small Parquet file can otherwise decode to gigabytes."""
 
 
 class SegmentVectors:

@@ -40,7 +40,13 @@ from lib.index.errors import (
 )
 from lib.index.flat import search_flat
 from lib.index.lock import writer_lock
-from lib.index.manifest import MANIFEST_FILE, READABLE_FORMATS, IndexManifest
+from lib.index.manifest import (
+    MANIFEST_FILE,
+    READABLE_FORMATS,
+    IndexManifest,
+    read_manifest,
+    require_regular,
+)
 from lib.index.segments import (
     SegmentInfo,
     SegmentVectors,
@@ -340,7 +346,7 @@ def _load(root: Path, *, recalibrate: bool = True, lazy: bool = False) -> Replic
         )
     for attempt in range(OPEN_RETRIES):
         try:
-            manifest = IndexManifest.from_json(manifest_path.read_text(encoding="utf-8"))
+            manifest = read_manifest(root)  # size-capped, checked, never a FIFO
         except (OSError, ValueError, TypeError) as exc:
             raise IndexNotFound(f"index {root} is damaged or incomplete: {exc}") from exc
         if manifest.format not in READABLE_FORMATS:
@@ -364,6 +370,8 @@ def _load_format1(root: Path, manifest: IndexManifest, recalibrate: bool) -> Rep
     import faiss
 
     try:
+        for name in (METADATA_FILE, FAISS_FILE):
+            require_regular(root / name)  # never a FIFO or a device
         metadata = pd.read_parquet(root / METADATA_FILE)
         raw_paths = pop_raw_paths(metadata)
         faiss_index = faiss.read_index(str(root / FAISS_FILE))
