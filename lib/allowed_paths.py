@@ -12,11 +12,12 @@ one of the folders the index may read (``os.path.realpath``, then a containment 
   ``"/etc"`` gains nothing. An administrator whose indexes were built from another folder
   adds that folder to ``image_roots``.
 - **elsewhere** (the CLI and the library, :func:`recorded_roots`): the folders above, the
-  index's own folder, and each recorded source that is an absolute folder other than a
+  index's own folder, and each recorded source that this machine itself indexed images
+  from (:func:`trusted_sources`, a list kept outside every index) and that is not a
   filesystem root, the user's home (or a folder above it) or a system folder
-  (:data:`SYSTEM_FOLDERS`). A source that is a label (``"openmoji"``) adds nothing. The
-  person who runs the CLI chose the index; this keeps an edited index from reaching
-  beyond the folders it was built from and the machine's private places.
+  (:data:`SYSTEM_FOLDERS`). A source that is a label (``"openmoji"``) adds nothing. A
+  received index cannot choose the folders it may read: its manifest could name ``/tmp``
+  or someone's pictures.
 
 A refused file is treated like a missing one: :func:`load_inside` raises
 :class:`OutsideAllowedFolders`, an :class:`~lib.images.ImageLoadError`, so every reader that
@@ -168,11 +169,57 @@ def usable_source(source: str) -> Path | None:
     return folder
 
 
+TRUST_ENV = "REPLICA_TRUSTED_SOURCES"
+"""Names the file of folders this machine indexed images from (tests point it elsewhere)."""
+
+
+def trust_file() -> Path:
+    """Where this machine keeps the folders it indexed images from: ``$REPLICA_TRUSTED_
+    SOURCES``, else ``$XDG_CONFIG_HOME/replica/trusted-sources.txt`` (``~/.config``). It
+    lives outside every index, so an index made elsewhere cannot add to it."""
+    override = os.environ.get(TRUST_ENV)
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "replica" / "trusted-sources.txt"
+
+
+def trusted_sources() -> set[Path]:
+    """The folders this machine's builds and adds read images from (resolved)."""
+    try:
+        lines = trust_file().read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {Path(line) for line in lines if line.startswith("/")}
+
+
+def remember_source(folder: str | os.PathLike[str]) -> None:
+    """Record that this machine indexed images from ``folder`` (a build or an add did), so
+    that the CLI may read training images there later (:func:`recorded_roots`). Written
+    beside itself and renamed: a concurrent writer loses at most its own line."""
+    real = _real(folder)
+    if real is None or not real.is_dir() or real in trusted_sources():
+        return
+    path = trust_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = sorted({str(p) for p in trusted_sources()} | {str(real)})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: the folder must then be listed in image_roots
+        return
+
+
 def recorded_roots(index: ReplicaIndex) -> Roots:
     """The CLI's rule (module docstring): :func:`app_roots`, the index's own folder and
-    its recorded sources that :func:`usable_source` accepts."""
+    those of its recorded sources that :func:`usable_source` accepts and that this machine
+    itself indexed (:func:`trusted_sources`): a manifest made elsewhere cannot choose the
+    folders it may read (it could name ``/tmp`` or someone's pictures)."""
+    trusted = trusted_sources()
     sources = (usable_source(str(s)) for s in index.manifest.sources)
-    return resolved_roots([*app_roots(), index.path, *(s for s in sources if s is not None)])
+    chosen = [s for s in sources if s is not None and s in trusted]
+    return resolved_roots([*app_roots(), index.path, *chosen])
 
 
 def restrict(index: ReplicaIndex, rule: RootsRule) -> None:

@@ -56,3 +56,5 @@ def app_reads_test_folders(test_app_config: Path, monkeypatch: pytest.MonkeyPatc
     configured folders (:mod:`lib.allowed_paths`), and the tests' images live in pytest's
     temporary folder."""
     monkeypatch.setenv("REPLICA_CONFIG", str(test_app_config))
+    # the folders "this machine indexed" are the tests' own, never the user's real list
+    monkeypatch.setenv("REPLICA_TRUSTED_SOURCES", str(test_app_config.with_name("trusted.txt")))

@@ -158,7 +158,7 @@ def test_only_paths_inside_a_root_resolve_symlinks_and_dot_dots_included(tmp_pat
     assert resolve_inside("bad\0name.png", roots) is None
 
 
-def test_recorded_sources_never_widen_to_a_root_home_system_folder_or_a_file(
+def test_recorded_sources_never_widen_to_a_root_home_system_or_foreign_folder(
     planted: Planted, config: Path
 ) -> None:
     index = open_index(planted.index)
@@ -174,8 +174,14 @@ def test_recorded_sources_never_widen_to_a_root_home_system_folder_or_a_file(
     roots = recorded_roots(index)
     assert Path("/") not in roots and Path.home().resolve() not in roots
     assert Path("/etc").resolve() not in roots and planted.secret.resolve() not in roots
-    assert (planted.root / "outside").resolve() in roots, "an ordinary folder counts in the CLI"
+    outside = (planted.root / "outside").resolve()
+    assert outside not in roots, "a folder this machine never indexed is the manifest's word"
     assert planted.index.resolve() in roots and planted.train.resolve() in roots
+    # a folder this machine indexed images from (a build or an add) counts in the CLI
+    from lib.allowed_paths import remember_source
+
+    remember_source(outside)
+    assert outside in recorded_roots(index), "an ordinary folder indexed here counts"
     # the app's rule: only its configured folders, whatever the manifest records
     restrict(index, app_roots)
     assert (planted.root / "outside").resolve() not in index_roots(index)

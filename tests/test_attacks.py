@@ -154,3 +154,37 @@ def test_empty_zip_entries_are_charged_a_disk_block_each(tmp_path: Path) -> None
     with pytest.raises(UploadLimitExceeded):
         extract_zip(io.BytesIO(buffer.getvalue()), "many.zip", root=tmp_path, ledger=ledger)
     assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+
+
+def test_a_received_index_cannot_choose_the_folders_it_may_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A manifest that records someone's picture folder as its source (and a row pointing
+    into it) gets nothing from there: recorded sources count only when this machine
+    indexed them."""
+    import base64
+
+    from tests.test_allowed_paths import point_row_at
+
+    made = tmp_path / "made"
+    write_scenes(made / "train", range(24))
+    index = build_index(made / "train", made / "idx", embedder="pixels").index.path
+    victim = tmp_path / "alice" / "Pictures"
+    victim.mkdir(parents=True)
+    Image.new("RGB", (160, 120), (255, 0, 255)).save(victim / "private.png")
+    received = tmp_path / "received"
+    shutil.copytree(index, received)
+    data = json.loads((received / "manifest.json").read_text(encoding="utf-8"))
+    data["sources"] = [*data["sources"], str(victim)]
+    (received / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    point_row_at(received, "img_0005.png", victim / "private.png")
+    config = tmp_path / "replica.toml"
+    config.write_text(f'image_roots = ["{made}"]\n')
+    monkeypatch.setenv("REPLICA_CONFIG", str(config))
+    query = tmp_path / "q.png"
+    shutil.copy(made / "train" / "img_0005.png", query)
+    result = run_cli("report", str(received), str(query), "--out", str(tmp_path / "r.html"))
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    secret = base64.b64encode((victim / "private.png").read_bytes()).decode()
+    assert secret[:200] not in html and "outside the folders" in html

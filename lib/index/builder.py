@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.allowed_paths import recorded_roots
+from lib.allowed_paths import recorded_roots, remember_source
 from lib.calibration import fit_calibration, is_stale
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
@@ -870,10 +870,12 @@ def _collect(
     images: str | os.PathLike[str] | list[Path],
 ) -> tuple[list[Path], str, list[SkippedFile]]:
     """The files to embed, the source's label, and the folder's other files with the
-    reason each is left out (:func:`lib.image_files.list_folder`)."""
+    reason each is left out (:func:`lib.image_files.list_folder`). A folder is remembered
+    as one this machine indexed (:func:`lib.allowed_paths.remember_source`)."""
     if isinstance(images, list):
         return [Path(p) for p in images], "files", []
     folder = Path(images).expanduser().resolve()
+    remember_source(folder)
     listing = list_folder(folder)
     return listing.images, str(folder), listing.skipped
 
