@@ -36,9 +36,13 @@ CHILD = textwrap.dedent(
         return rename
     os.replace = counting(os.replace)
     os.rename = counting(os.rename)
-    from lib.index import add_to_index, calibrate_index, compact_index, upgrade_index
+    from lib.index import (
+        add_to_index, build_index, calibrate_index, compact_index, upgrade_index,
+    )
     writer, index, extra = sys.argv[2], sys.argv[3], sys.argv[4:]
-    if writer == "add":
+    if writer == "build":  # over the existing index, resuming a killed one
+        build_index(extra[0], index, embedder="pixels", segment_files=8, resume=True)
+    elif writer == "add":
         add_to_index(index, extra[0], segment_files=8)
     elif writer == "compact":
         compact_index(index)
@@ -68,6 +72,7 @@ def _leftovers(index: Path) -> list[str]:
     found = [p.name for p in index.glob(".manifest.json.tmp-*")]
     found += [p.name for p in index.parent.glob(f".{index.name}.upgrading-*")]
     found += [p.name for p in index.parent.glob(f".{index.name}.old-*")]
+    found += [p.name for p in index.parent.glob(f".{index.name}.building")]
     if (index / "segments").is_dir():
         found += [p.name for p in (index / "segments").iterdir() if p.name not in named]
     ann_file = Path(str(manifest["ann"]["file"])).name if manifest.get("ann") else None
@@ -88,6 +93,10 @@ def _kill_at_every_rename(
     """Kill ``writer`` at each of its renames on a fresh copy of ``original``; after each
     kill check what a reader sees, then run the writer again (the next writer) and check
     that it leaves a clean, freshly calibrated index."""
+    from lib.allowed_paths import remember_source
+
+    for folder in extra:  # remembered once here, so every run makes the same renames
+        remember_source(folder)
     clean = _run(0, writer, _copy(original, tmp_path / "dry"), *extra)
     assert clean.returncode == 0, clean.stderr
     renames = json.loads(clean.stdout.strip().splitlines()[-1])["renames"]
@@ -174,3 +183,13 @@ def test_a_stale_calibration_is_reported_refitted_on_open_and_stored_by_the_next
     assert stored["calibration"]["fitted_rows"] == 60  # ... but the refit was stored
     assert stored["calibration"]["copy_threshold"] != 0.01
     assert not open_index(small_index).recalibrated
+
+
+def test_a_build_killed_at_any_rename_leaves_the_old_index_or_the_new_one(
+    tmp_path: Path, small_index: Path
+) -> None:
+    """A rebuild over an index, killed at each rename (segments, staging manifests, the
+    two renames of the swap): a reader finds the old index or the new one, never none,
+    and the same build resumed leaves no staging folder or old copy behind."""
+    write_scenes(tmp_path / "new", range(300, 320))
+    _kill_at_every_rename(tmp_path, "build", small_index, [str(tmp_path / "new")], {24, 20})

@@ -231,7 +231,7 @@ def build_index(
         digest = _files_digest(files)
         manifest = _resumable(stage, model, digest, len(files)) if resume else None
         if manifest is None:
-            if stage.exists() and resume:
+            if stage.exists() and resume and is_index(stage):  # (no manifest: nothing done)
                 raise ValueError(
                     f"the interrupted build in {stage} cannot be resumed (its manifest "
                     "records no build in progress); run the build without --resume to "
@@ -278,6 +278,7 @@ def build_index(
         manifest.build = None
         commit_manifest(stage, manifest)
         _remove_unlisted(stage, manifest)  # what a killed run had half-written
+        _sweep_leftovers(stage)  # and its manifests written but never renamed
         try:
             swap_into_place(stage, dest)
         except OSError as exc:
