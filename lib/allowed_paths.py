@@ -186,9 +186,9 @@ def trust_file() -> Path:
 
 def trusted_sources() -> set[Path]:
     """The folders this machine's builds and adds read images from (resolved)."""
-    try:
-        lines = trust_file().read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+    try:  # folder names that are not valid UTF-8 are kept byte for byte
+        lines = trust_file().read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+    except OSError:
         return set()
     return {Path(line) for line in lines if line.startswith("/")}
 
@@ -198,14 +198,14 @@ def remember_source(folder: str | os.PathLike[str]) -> None:
     that the CLI may read training images there later (:func:`recorded_roots`). Written
     beside itself and renamed: a concurrent writer loses at most its own line."""
     real = _real(folder)
-    if real is None or not real.is_dir() or real in trusted_sources():
-        return
+    if real is None or "\n" in str(real) or not real.is_dir() or real in trusted_sources():
+        return  # (a name with a line break could smuggle a second folder into the list)
     path = trust_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = sorted({str(p) for p in trusted_sources()} | {str(real)})
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
         os.replace(tmp, path)
     except OSError:  # a read-only home: the folder must then be listed in image_roots
         return

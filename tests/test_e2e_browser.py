@@ -210,6 +210,8 @@ def test_generate_then_measure_on_distributions(server: str, browser_page: objec
         _wait_for_app(page)
     page.get_by_role("button", name="Generate", exact=True).click()  # type: ignore[attr-defined]
     page.get_by_text("4 generations").wait_for(timeout=300_000)  # type: ignore[attr-defined]
+    # the threshold note is drawn just after the count: wait for it, not for luck
+    page.get_by_text("Copy at calibrated ≥").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]
     body = page.inner_text("body")  # type: ignore[attr-defined]
     assert "Copy at calibrated ≥" in body and RAW_ERROR not in body
     assert "/data/uploads/" not in body and "px-" not in body
