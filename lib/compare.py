@@ -16,6 +16,29 @@ def fit_height(image: Image.Image, height: int) -> Image.Image:
     return image.resize((width, height), Image.Resampling.LANCZOS)
 
 
+def pair_strip(
+    left: Image.Image | None, right: Image.Image | None, height: int, gap: int = 8
+) -> Image.Image:
+    """Two pictures side by side at one ``height`` (pixels) on white, so that a page draws
+    a pair at one size whatever the pictures' shapes (a missing one leaves a grey box of
+    the same height).
+
+    Example:
+        >>> pair_strip(Image.new("RGB", (10, 40)), Image.new("RGB", (80, 20)), 50).size
+        (220, 50)
+    """
+    parts = [
+        fit_height(im.convert("RGB"), height)
+        if im is not None
+        else Image.new("RGB", (height, height), (236, 236, 236))
+        for im in (left, right)
+    ]
+    out = Image.new("RGB", (parts[0].width + gap + parts[1].width, height), (255, 255, 255))
+    out.paste(parts[0], (0, 0))
+    out.paste(parts[1], (parts[0].width + gap, 0))
+    return out
+
+
 def aligned_pair(
     query: Image.Image, match: Image.Image, size: int = 384
 ) -> tuple[Image.Image, Image.Image]:

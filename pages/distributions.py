@@ -16,6 +16,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from lib.allowed_paths import app_roots, unread_reason
 from lib.app_config import AppConfig, load_config
+from lib.compare import pair_strip
 from lib.defaults import DATA_DIR, OPENMOJI_DIR
 from lib.demo import make_demo_batch
 from lib.diffusion.study import reference_at_size
@@ -283,16 +284,17 @@ def show_generation(scan_index: ReplicaIndex, result: QueryResult) -> None:
     match = result.top
     if match is None:
         return
-    left, right, info = st.columns([1, 1, 2])
+    pair, info = st.columns([2, 2])
     query_thumb = cached_query_thumbnail(result.query, 140)
     match_thumb = cached_thumbnail(match.path, 140)
     match_label = f"#{match.id} {match.caption or Path(match.path).name}"
-    if query_thumb is not None:
-        left.image(query_thumb, caption=query_name(result.query))
-    if match_thumb is not None:
-        right.image(match_thumb, caption=match_label)
-    else:
-        right.caption(f"{match_label} ({unread_reason(match.path, app_roots())})")
+    if match_thumb is None:
+        match_label += f" ({unread_reason(match.path, app_roots())})"
+    # query and match at one height, whatever their shapes
+    pair.image(
+        pair_strip(query_thumb, match_thumb, 140),
+        caption=f"{query_name(result.query)} · {match_label}",
+    )
     note = demo_source_note(scan_index, result)
     info.markdown(
         f"{verdict_badge(result.verdict)} · calibrated {result.score:+.3f} "

@@ -15,6 +15,7 @@ import streamlit as st
 
 from lib.allowed_paths import app_roots, unread_reason
 from lib.app_config import available_indexes, load_config
+from lib.compare import pair_strip
 from lib.duplicates import (
     DEFAULT_DUPLICATE_THRESHOLD,
     DEFAULT_KEEP_RULE,
@@ -303,17 +304,21 @@ def show_contamination(
     if len(report.matches) > 1000:
         st.caption(f"The first 1,000 of {len(report.matches):,} pairs; the CSV has them all.")
     for m in report.matches[:SHOWN_PAIRS]:
-        left, right = st.columns(2)
-        for col, label, file in (
-            (left, f"#{m.id} {m.caption or Path(m.path).name}", m.path),
-            (right, f"{other_name} #{m.other_id} {m.other_caption or Path(m.other_path).name} "
-             f"· {m.cosine:.3f}", m.other_path),
+        labels = []
+        thumbs = []
+        for label, file in (
+            (f"#{m.id} {m.caption or Path(m.path).name}", m.path),
+            (f"{other_name} #{m.other_id} {m.other_caption or Path(m.other_path).name}",
+             m.other_path),
         ):  # fmt: skip
             thumb = cached_thumbnail(file, THUMB)
-            if thumb is None:
-                col.caption(f"{label} ({unread_reason(file, app_roots())})")
-            else:
-                col.image(thumb, caption=label)
+            thumbs.append(thumb)
+            labels.append(label if thumb else f"{label} ({unread_reason(file, app_roots())})")
+        # the pair at one height, whatever the pictures' shapes
+        st.image(
+            pair_strip(thumbs[0], thumbs[1], THUMB),
+            caption=f"{labels[0]} ↔ {labels[1]} · cosine {m.cosine:.3f}",
+        )
 
 
 st.header("Duplicates: near-copies inside the training set, or in another one")

@@ -28,3 +28,16 @@ def test_aligned_blend_and_difference() -> None:
 def test_blink_gif_has_two_frames() -> None:
     gif = Image.open(io.BytesIO(blink_gif(scene(1), scene(2), size=64)))
     assert gif.n_frames == 2 and gif.size == (64, 64)
+
+
+def test_a_pair_is_drawn_at_one_height_whatever_the_shapes() -> None:
+    """Duplicates and Distributions drew a tall and a wide picture at very different sizes."""
+    from PIL import Image
+
+    from lib.compare import pair_strip
+
+    tall, wide = Image.new("RGB", (30, 300), "red"), Image.new("RGB", (400, 40), "blue")
+    strip = pair_strip(tall, wide, 100)
+    assert strip.height == 100 and strip.width == 10 + 8 + 1000
+    assert strip.getpixel((5, 50)) == (255, 0, 0) and strip.getpixel((500, 50)) == (0, 0, 255)
+    assert pair_strip(None, wide, 100).size == (100 + 8 + 1000, 100)  # a grey box for none

@@ -106,7 +106,10 @@ def test_one_readable_and_one_unreadable_upload(small_index: Path, config: Path)
     assert any("broken.png" in w.value for w in at.warning)
     assert not [s for s in at.slider if s.key == "dist_gallery_n"]  # nothing to choose
     assert len(badges(at)) == 1
-    assert "mine.png" in [c for image in at.image for c in image.captions]
+    pairs = [c for image in at.image for c in image.captions if c.startswith("mine.png · ")]
+    assert len(pairs) == 1  # query and match drawn as one picture, at one height
+    strip = next(i for i in at.image if i.captions and i.captions[0].startswith("mine.png"))
+    assert strip.proto.imgs[0].url  # drawn
     assert not any("/" in c for image in at.image for c in image.captions)
     # another source: the report of the uploads is gone, not shown for the new inputs
     at.radio(key="dist_source").set_value("a demo batch").run()
