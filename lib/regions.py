@@ -61,6 +61,13 @@ class Regions:
 
     boxes: list[Box]
     vectors: np.ndarray
+    blank: tuple[bool, ...] = ()
+    """Per crop: True when it is blank (flat background, :data:`BLANK_STD`); a blank crop
+    never makes the best pair (plain white matches plain white at cosine 0.8)."""
+
+
+BLANK_STD = 4.0
+"""A crop whose grey levels (0-255) vary less than this is background, not content."""
 
 
 @dataclass(frozen=True)
@@ -148,14 +155,29 @@ def embed_regions(
 ) -> Regions:
     """Embed the crops of :func:`region_boxes`; crops of equal prepared shape share a batch."""
     boxes = region_boxes(image.width, image.height, scales, overlap)
-    prepared = [embedder.prepare(image.crop(box)) for box in boxes]
-    return Regions(boxes, embedder.embed_arrays(prepared))
+    crops = [image.crop(box) for box in boxes]
+    prepared = [embedder.prepare(crop) for crop in crops]
+    blank = tuple(_is_blank(crop) for crop in crops)
+    return Regions(boxes, embedder.embed_arrays(prepared), blank)
+
+
+def _is_blank(crop: Image.Image) -> bool:
+    grey = np.asarray(crop.convert("L").resize((32, 32)), dtype=np.float32)
+    return float(grey.std()) < BLANK_STD
 
 
 def region_score(query: Regions, candidate: Regions) -> RegionMatch:
     """The best crop pair between two images' regions (see :class:`RegionMatch`)."""
     sim = np.asarray(query.vectors @ candidate.vectors.T, dtype=np.float32)
-    i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+    ranked = sim.copy()
+    for blank, axis in ((query.blank, 0), (candidate.blank, 1)):
+        if blank and not all(blank):  # background never makes the best pair
+            mask = np.asarray(blank, dtype=bool)
+            if axis == 0:
+                ranked[mask, :] = -np.inf
+            else:
+                ranked[:, mask] = -np.inf
+    i, j = np.unravel_index(int(np.argmax(ranked)), ranked.shape)
     return RegionMatch(
         score=float(sim[i, j]),
         query_box=query.boxes[int(i)],

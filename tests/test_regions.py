@@ -170,3 +170,27 @@ def test_compare_regions_points_at_the_paste(planted: Planted) -> None:
     pasted = compare_regions(planted.index.create_embedder(), _query(), scene(SOURCE))
     assert _iou(pasted.query_box, PASTE_BOX) > 0.3 and _iou(pasted.match_box, CROP) > 0.3
     assert pasted.score > 0.8
+
+
+def test_blank_background_never_makes_the_best_crop_pair() -> None:
+    """Two unrelated pictures on wide white margins: their white corners match perfectly,
+    and the pair view highlighted them as the best regions (cosine 0.80 with SSCD)."""
+    from PIL import Image, ImageDraw
+
+    from lib.embedders import create_embedder
+    from lib.regions import compare_regions
+
+    def drawing(colour: str, shape: str) -> Image.Image:
+        image = Image.new("RGB", (400, 400), "white")
+        draw = ImageDraw.Draw(image)
+        box = (230, 230, 390, 390)
+        (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=colour)
+        return image
+
+    match = compare_regions(
+        create_embedder("sscd-distilled"), drawing("red", "circle"), drawing("blue", "square")
+    )
+    for box, image in ((match.query_box, drawing("red", "circle")),
+                       (match.match_box, drawing("blue", "square"))):  # fmt: skip
+        crop = image.crop(box).convert("L")
+        assert min(crop.getextrema()) < 250, f"the best pair includes a blank crop {box}"
