@@ -73,10 +73,33 @@ def skipped_table(rows: list[dict[str, str]], key: str = "indexes_skipped") -> N
     """The files left out, as a (file, reason) table; the file relative to its folder."""
     if rows:
         st.markdown(f"**{len(rows)} file(s) left out**")
-        st.dataframe(rows, hide_index=True, key=key, column_order=["file", "reason"])
+        st.dataframe(
+            rows,
+            hide_index=True,
+            key=key,
+            column_order=["file", "reason"],
+            column_config={"reason": st.column_config.TextColumn(width="large")},
+        )
 
 
-def skipped_rows(*groups: list[SkippedFile]) -> list[dict[str, str]]:
+def source_label(kind: str, upload: Any) -> str:
+    """What an index records as the source of a zip's images: the zip's own name (its
+    extraction folder is a server detail); "" for a folder (the folder is recorded)."""
+    return str(upload.name) if kind == ZIP and upload is not None else ""
+
+
+def shown_name(path: Path, config: AppConfig) -> str:
+    """A skipped file as a user knows it: relative to the upload that held it (without
+    the extraction folder's generated name) or to the allowed folder it lies in; else its
+    own name. Never the server's layout."""
+    upload_root = config.upload_root.resolve()
+    if path.resolve().is_relative_to(upload_root):
+        parts = path.resolve().relative_to(upload_root).parts
+        return "/".join(parts[1:]) or path.name
+    return display_path(path)
+
+
+def skipped_rows(config: AppConfig, *groups: list[SkippedFile]) -> list[dict[str, str]]:
     """(file, reason, path) per skipped file: ``file`` relative to the allowed folder or the
     upload that held it (never the server's layout), ``path`` as recorded."""
     rows = []
@@ -84,7 +107,7 @@ def skipped_rows(*groups: list[SkippedFile]) -> list[dict[str, str]]:
         for s in group:
             row = s.to_dict()
             path = Path(row["path"])
-            row["file"] = display_path(path) if path.is_absolute() else row["path"]
+            row["file"] = shown_name(path, config) if path.is_absolute() else row["path"]
             rows.append(row)
     return rows
 
@@ -94,15 +117,25 @@ def listing(config: AppConfig) -> None:
     paths = available_indexes(config)
     st.subheader("Indexes on this server")
     if not paths:
-        st.info(f"No index yet under `{config.index_root}`: build one below.")
+        st.info("No index yet on this server: build one below.")
         return
     selected = st.session_state.get(PENDING_INDEX_KEY) or st.session_state.get(INDEX_KEY)
     cards = [read_card(path) for path in paths]
     rows = [
-        {"in use": "✓" if str(p) == selected else "", **c.row()}
+        {
+            "in use": "✓" if str(p) == selected else "",
+            **c.row(),
+            # a folder source by its name (a zip's by the zip's name), never its server path
+            "sources": ", ".join(Path(s).name if s.startswith("/") else s for s in c.sources),
+        }
         for c, p in zip(cards, paths, strict=True)
     ]
-    st.dataframe(rows, hide_index=True, key="indexes_table")
+    st.dataframe(
+        rows,
+        hide_index=True,
+        key="indexes_table",
+        column_order=[k for k in rows[0] if k != "path"],
+    )
     damaged = [c for c in cards if c.error]
     if damaged:
         st.warning(
@@ -195,14 +228,20 @@ def run_job(
         cancel.empty()
         show_error(f"The {action} failed", exc, hint_for(exc))
         earlier = extracted.skipped if extracted else []
-        skipped_table(skipped_rows(earlier, getattr(exc, "skipped", [])), key="job_skipped")
+        skipped_table(skipped_rows(config, earlier, getattr(exc, "skipped", [])), key="job_skipped")
         return None
     st.session_state.pop(RUNNING_KEY, None)
     cancel.empty()
     return report, extracted
 
 
-def finish(text: str, path: str, report: BuildReport, extracted: ExtractedUpload | None) -> None:
+def finish(
+    text: str,
+    path: str,
+    report: BuildReport,
+    extracted: ExtractedUpload | None,
+    config: AppConfig,
+) -> None:
     """Keep the outcome for the next run, select ``path`` (as the sidebar lists it), rerun."""
     earlier = extracted.skipped if extracted else []
     if earlier:
@@ -210,7 +249,7 @@ def finish(text: str, path: str, report: BuildReport, extracted: ExtractedUpload
     st.session_state[RESULT_KEY] = {
         "level": "success",
         "text": text,
-        "skipped": skipped_rows(earlier, report.skipped),
+        "skipped": skipped_rows(config, earlier, report.skipped),
     }
     select_index(path)
     st.rerun()
@@ -243,7 +282,14 @@ def build_section(config: AppConfig) -> None:
 
     def work(images: Path, progress: ProgressCallback) -> BuildReport:
         try:
-            return build_index(images, dest, embedder=embedder, overwrite=False, progress=progress)
+            return build_index(
+                images,
+                dest,
+                embedder=embedder,
+                overwrite=False,
+                progress=progress,
+                source=source_label(kind, upload),
+            )
         except BaseException:
             # the app offers no --resume: a cancelled or failed build leaves nothing behind
             shutil.rmtree(staging_path(dest), ignore_errors=True)
@@ -252,7 +298,7 @@ def build_section(config: AppConfig) -> None:
     done = run_job("build", config, kind, folder, upload, work)
     if done:
         text = f"Built **{dest.name}** with `{embedder}`: {done[0].summary()}. It is now selected."
-        finish(text, str(dest), *done)
+        finish(text, str(dest), *done, config)
 
 
 def add_section(config: AppConfig) -> None:
@@ -269,19 +315,19 @@ def add_section(config: AppConfig) -> None:
         return
 
     def work(images: Path, progress: ProgressCallback) -> BuildReport:
-        return add_to_index(target, images, progress=progress)
+        return add_to_index(target, images, progress=progress, source=source_label(kind, upload))
 
     done = run_job("add", config, kind, folder, upload, work)
     if done:
         text = f"Added to **{Path(target).name}**: {done[0].summary()}."
-        finish(text, target, *done)
+        finish(text, target, *done, config)
 
 
 def delete_section(config: AppConfig) -> None:
     st.subheader("Delete an index")
     managed = [str(p) for p in list_indexes(config.index_root)]
     if not managed:
-        st.caption(f"No index under `{config.index_root}` to delete.")
+        st.caption("No index managed here to delete.")
         return
     selected = st.session_state.get(INDEX_KEY)
     target = st.selectbox(

@@ -273,3 +273,27 @@ def test_an_index_name_may_hold_spaces_as_a_case_name_does(ws: Workspace) -> Non
     at = build_from_folder(page(), "My photos", ws.images / "s")
     assert not at.exception and not at.error
     assert (ws.indexes / "My photos" / "manifest.json").is_file()
+
+
+def test_a_zip_build_names_the_zip_not_its_extraction_folder(ws: Workspace) -> None:
+    """Skipped files showed hash-like extraction folders and the sources column an upload
+    folder: a zip's files are shown inside the zip, and the zip is the source."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("set/notes.png", b"not a png")
+        for seed in range(3):
+            image = io.BytesIO()
+            scene(seed).save(image, format="PNG")
+            archive.writestr(f"set/img{seed}.png", image.getvalue())
+    at = page()
+    at.text_input(key="build_name").input("zipped")
+    at.radio(key="build_source").set_value("an uploaded zip").run()
+    at.selectbox(key="build_embedder").select(EMBEDDER)
+    at.file_uploader(key="zip_upload").upload("My Set.zip", buffer.getvalue(), "application/zip")
+    at.button(key="build_button").click().run()
+    assert not at.exception and not at.error
+    assert list(table(at, "reason")["file"]) == ["set/notes.png"]
+    listing = table(at, "in use")
+    assert list(listing["sources"]) == ["My Set.zip"]
+    shown = next(d for d in at.dataframe if "in use" in d.value.columns).proto.column_order
+    assert "name" in shown and "path" not in shown  # no server path on the page
