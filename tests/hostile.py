@@ -14,6 +14,7 @@ import sys
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -167,3 +168,16 @@ def load(path, **kwargs):
 """
 """Setup for :func:`measure_in_child`: ``load(path, **kwargs)`` returns "loaded MODE WxH"
 or "refused: REASON"."""
+
+
+def json_paths(value: object, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path (keys and list positions) into a JSON value, for fuzzers that mutate
+    one place of a valid file (the manifest and report readers' tests)."""
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += json_paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += json_paths(v, (*prefix, i))
+    return out

@@ -30,6 +30,7 @@ from lib.index.importer import import_embeddings
 from lib.index.manifest import IndexManifest, read_manifest
 from lib.index.segments import SegmentInfo, read_segment_metadata, read_segment_vectors
 from tests.cli_runner import run_cli
+from tests.hostile import json_paths
 from tests.synthetic import write_scenes
 
 
@@ -445,24 +446,12 @@ MANIFEST_KEYS = st.sampled_from(
 )  # fmt: skip
 
 
-def _paths(value: object, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every path (keys and list positions) into a JSON value."""
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @st.composite
 def mutated(draw: st.DrawFn, valid: dict[str, Any]) -> object:
     """``valid`` with a few places deleted, retyped or pointed outside with ``..``."""
     data: Any = json.loads(json.dumps(valid))
     for _ in range(draw(st.integers(1, 3))):
-        paths = [p for p in _paths(data) if p]
+        paths = [p for p in json_paths(data) if p]
         if not paths:
             break
         path = draw(st.sampled_from(paths))

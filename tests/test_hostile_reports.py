@@ -26,6 +26,7 @@ from lib.evidence.scan_record import ScanRecord
 from lib.index import open_index
 from tests.cli_runner import run_cli
 from tests.evidence_helpers import small_index
+from tests.hostile import json_paths
 
 
 @pytest.fixture(scope="module")
@@ -239,23 +240,12 @@ JSON_VALUES = st.recursive(
 )
 
 
-def _paths(value: object, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @st.composite
 def mutated(draw: st.DrawFn, valid: dict[str, Any]) -> object:
     """``valid`` with one to three places deleted or given another JSON value."""
     data: Any = json.loads(json.dumps(valid))
     for _ in range(draw(st.integers(1, 3))):
-        paths = [p for p in _paths(data) if p and p[-1] != "data_b64"]
+        paths = [p for p in json_paths(data) if p and p[-1] != "data_b64"]
         if not paths:
             break
         path = draw(st.sampled_from(paths))

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
+from lib.verdict.learning import paste_scaled
+
 Edit = Callable[[Image.Image, np.random.Generator], Image.Image]
 
 
@@ -194,12 +196,7 @@ def composed(
         canvas = Image.fromarray(noise).resize((w, h), Image.Resampling.BILINEAR)
     else:
         canvas = _random_window(background.convert("RGB"), (w, h), rng)
-    f = float(rng.uniform(0.55, 0.75))
-    small = image.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
-    x = int(rng.integers(0, w - small.width + 1))
-    y = int(rng.integers(0, h - small.height + 1))
-    canvas.paste(small, (x, y))
-    return canvas
+    return paste_scaled(image, canvas, float(rng.uniform(0.55, 0.75)), rng)
 
 
 def _random_window(

@@ -44,6 +44,21 @@ WHITENING_VERSION = 1
 
 
 # ---------------------------------------------------------------- the edit family
+def paste_scaled(
+    image: Image.Image, canvas: Image.Image, scale: float, rng: np.random.Generator
+) -> Image.Image:
+    """``image`` scaled to ``scale`` of the canvas's sides (the canvas has the image's
+    size) and pasted at a random position on ``canvas``, which is returned."""
+    w, h = canvas.size
+    small = image.resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS
+    )
+    x = int(rng.integers(0, w - small.width + 1))
+    y = int(rng.integers(0, h - small.height + 1))
+    canvas.paste(small, (x, y))
+    return canvas
+
+
 def _crop(image: Image.Image, rng: np.random.Generator, other: Image.Image | None) -> Image.Image:
     w, h = image.size
     area = float(rng.uniform(0.3, 0.95))
@@ -132,12 +147,7 @@ def _paste(image: Image.Image, rng: np.random.Generator, other: Image.Image | No
     else:
         noise = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
         canvas = Image.fromarray(noise).resize((w, h), Image.Resampling.BILINEAR)
-    f = float(rng.uniform(0.3, 0.85))
-    small = image.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.LANCZOS)
-    x = int(rng.integers(0, w - small.width + 1))
-    y = int(rng.integers(0, h - small.height + 1))
-    canvas.paste(small, (x, y))
-    return canvas
+    return paste_scaled(image, canvas, float(rng.uniform(0.3, 0.85)), rng)
 
 
 TRAINING_EDITS: dict[str, TrainingEdit] = {
