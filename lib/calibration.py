@@ -38,12 +38,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lib.progress import ProgressCallback
+from lib.verdict.copy_tests import CopyTest, Sensitivity, summarise
 
 NEIGHBOURS = 64
 """Neighbours fetched per query to estimate the background (plus top-k)."""
@@ -89,6 +91,26 @@ class Calibration:
     fitted_rows: int = 0
     """Rows the index held when this was fitted (0: not recorded, calibrations stored
     before this field existed); :func:`is_stale` compares it with the index's count."""
+    copy_tests: list[CopyTest] = field(default_factory=list)
+    """Self-made copies of the indexed images, searched as queries are when the index was
+    learned (:mod:`lib.verdict.sensitivity`); empty when not measured. They give
+    :attr:`measured_sensitivity` at any operating point. A refit keeps them."""
+    copy_tests_rows: int = 0
+    """Rows the index held when :attr:`copy_tests` were made."""
+
+    @cached_property
+    def measured_sensitivity(self) -> Sensitivity | None:
+        """Copies caught at this calibration's operating point, by kind and edit
+        (:func:`lib.verdict.copy_tests.summarise`); None when not measured."""
+        return summarise(self.copy_tests, self, self.copy_tests_rows)
+
+    @cached_property
+    def _null_array(self) -> np.ndarray:
+        return np.asarray(self.null_scores, dtype=np.float64)
+
+    @cached_property
+    def _alignment_array(self) -> np.ndarray:
+        return np.asarray(self.alignment_null, dtype=np.float64)
 
     @property
     def uses_alignment(self) -> bool:
@@ -98,9 +120,9 @@ class Calibration:
     def evidence(self, calibrated: float, alignment: float | None = None) -> float:
         """The stronger of two signals, each as the share (0..1) of the null at or below
         it: the calibrated score, and the best alignment when given and measured."""
-        p = _share_at_or_below(self.null_scores, calibrated)
+        p = _share_at_or_below(self._null_array, calibrated)
         if alignment is not None and self.alignment_null and np.isfinite(alignment):
-            p = max(p, _share_at_or_below(self.alignment_null, alignment))
+            p = max(p, _share_at_or_below(self._alignment_array, alignment))
         return p
 
     @property
@@ -129,7 +151,12 @@ class Calibration:
         if not data:
             return cls()
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        tests = [
+            t if isinstance(t, CopyTest) else CopyTest(**t) for t in values.get("copy_tests", [])
+        ]
+        values["copy_tests"] = [t for t in tests if not t.problem()]
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,10 +253,10 @@ def background(
     return out
 
 
-def _share_at_or_below(sorted_values: list[float], x: float) -> float:
-    if not sorted_values:
+def _share_at_or_below(sorted_values: np.ndarray, x: float) -> float:
+    if not len(sorted_values):
         return 0.0
-    return float(np.searchsorted(np.asarray(sorted_values), x, side="right")) / len(sorted_values)
+    return float(np.searchsorted(sorted_values, x, side="right")) / len(sorted_values)
 
 
 def _search(faiss_index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

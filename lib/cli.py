@@ -100,7 +100,35 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         )
     _print_skipped(result.skipped)
     print(result.summary())
+    _learn(args, result)
     return EXIT_OK
+
+
+def _learn(args: argparse.Namespace, written: Any) -> None:
+    """Measure the verdict on copies of the index's own images when it is new or has
+    changed by a tenth (:func:`lib.verdict.sensitivity.learn_after_write`), and say what
+    was measured."""
+    from lib.verdict.sensitivity import learn_after_write
+
+    with _progress(args, "measuring") as progress:
+        learned = learn_after_write(written, progress)
+    if learned is not written:
+        _print_sensitivity(learned.index)
+
+
+def _print_sensitivity(index: Any) -> None:
+    measured = index.calibration.measured_sensitivity
+    if measured is None:
+        print(
+            f"{index.path.name}: the verdict's sensitivity was not measured (too few images, "
+            "or its image files cannot be read)"
+        )
+        return
+    print(
+        f"measured on copies of its own images: at {measured.false_alarm_rate:.1%} false "
+        f"alarms, {measured.edited.share:.0%} of {measured.edited.copies} edited copies and "
+        f"{measured.pasted.share:.0%} of {measured.pasted.copies} pasted copies are caught"
+    )
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
@@ -118,6 +146,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
         )
     _print_skipped(result.skipped)
     print(result.summary())
+    _learn(args, result)
     return EXIT_OK
 
 
@@ -202,7 +231,11 @@ def cmd_index_info(args: argparse.Namespace) -> int:
         "calibration": {
             k: v
             for k, v in index.calibration.to_dict().items()
-            if k not in ("null_scores", "alignment_null", "evidence_null")
+            if k not in ("null_scores", "alignment_null", "evidence_null", "copy_tests")
+        },
+        "measured_sensitivity": {
+            str(rate): (s.to_dict() if s is not None else None)
+            for rate, s in _sensitivities(index.calibration).items()
         },
         "recalibrated_on_open": index.recalibrated,
         "calibration_stale": index.calibration_stale,
@@ -241,9 +274,38 @@ def cmd_index_info(args: argparse.Namespace) -> int:
             "the figures above were refitted in memory. `index calibrate` (or the next "
             "write) stores a fresh one"
         )
+    measured = _sensitivities(cal)
+    if any(v is not None for v in measured.values()):
+        first = next(v for v in measured.values() if v is not None)
+        print(
+            f"caught     copies of its own images caught ({first.edited.copies} edited, "
+            f"{first.pasted.copies} pasted, made when it was calibrated):"
+        )
+        for rate, sens in measured.items():
+            if sens is not None:
+                print(
+                    f"           at {rate:.1%} false alarms: {sens.edited.share:.0%} edited, "
+                    f"{sens.pasted.share:.0%} pasted"
+                )
+    else:
+        print("caught     not measured (`index calibrate` measures it)")
     for s in m.skipped[:20]:
         print(f"  skipped  {s['path']}: {s['reason']}")
     return EXIT_OK
+
+
+OPERATING_POINTS = (0.005, 0.02, 0.05, 0.1)
+"""The false-alarm rates the app offers; ``index info`` states the sensitivity at each."""
+
+
+def _sensitivities(calibration: Any) -> dict[float, Any]:
+    """The measured sensitivity at each of :data:`OPERATING_POINTS` (None: not measured)."""
+    if not calibration.is_fitted:
+        return dict.fromkeys(OPERATING_POINTS)
+    return {
+        rate: calibration.with_false_alarm_rate(rate).measured_sensitivity
+        for rate in OPERATING_POINTS
+    }
 
 
 def cmd_index_calibrate(args: argparse.Namespace) -> int:
@@ -263,6 +325,14 @@ def cmd_index_calibrate(args: argparse.Namespace) -> int:
         if cal.is_fitted
         else f"{index.path.name} has too few images to calibrate; default thresholds stored"
     )
+    if cal.is_fitted:
+        from lib.verdict.sensitivity import learn_sensitivity
+
+        with _progress(args, "measuring") as progress:
+            index = learn_sensitivity(
+                args.index_dir, progress=progress, wait=not args.no_wait, on_wait=_waiting
+            )
+        _print_sensitivity(index)
     return EXIT_OK
 
 
@@ -399,6 +469,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             f"{s.name:24s} {s.n:6d} {s.copy_rate:8.1%} {s.rate_above_threshold:7.1%} "
             f"{s.mean_top1:7.3f} {s.median_top1:7.3f} {s.p95_top1:7.3f}"
         )
+    if report.sensitivity_sentence():
+        print(report.sensitivity_sentence())
     if report.skipped:
         print(f"skipped {len(report.skipped)} unreadable file(s)")
     for kind, path in report.files.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 from lib.datasets import prepare_openmoji
 from lib.index import ReplicaIndex, build_index, calibrate_index, is_index, open_index
 from lib.progress import ProgressCallback
+from lib.verdict.sensitivity import learn_after_write, learn_sensitivity, needs_measuring
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def prepare_default_data(progress: ProgressCallback | None = None, rebuild: bool
         if index.count + len(index.manifest.skipped) == split.n_train:
             if index.recalibrated:  # built by an older version: store today's calibration
                 index = calibrate_index(DEFAULT_INDEX, progress=progress)
+            if needs_measuring(index.calibration, index.count):
+                index = learn_sensitivity(DEFAULT_INDEX, progress=progress)
             _prepare_map(index, progress)
             return (
                 f"default data ready: {index.count} training emoji indexed in "
@@ -42,6 +45,7 @@ def prepare_default_data(progress: ProgressCallback | None = None, rebuild: bool
     report = build_index(
         split.train_dir, DEFAULT_INDEX, embedder="sscd", source="openmoji", progress=progress
     )
+    report = learn_after_write(report, progress)
     _prepare_map(report.index, progress)
     return (
         f"default data ready: {report.summary()}; {split.n_heldout} held out in {split.heldout_dir}"

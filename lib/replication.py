@@ -27,6 +27,7 @@ from lib.images import SkippedFile, display_path
 from lib.index import ReplicaIndex
 from lib.progress import ProgressCallback
 from lib.search import QueryResult, search_files
+from lib.verdict.copy_tests import Sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,26 @@ class ScanReport:
     results: list[QueryResult]
     skipped: list[SkippedFile]
     files: dict[str, str] = field(default_factory=dict)
+    sensitivity: Sensitivity | None = None
+    """The copy verdict's measured sensitivity at the scan's operating point
+    (:mod:`lib.verdict.copy_tests`); None when the index's was not measured."""
+
+    def sensitivity_sentence(self) -> str:
+        """What the copy rate may miss, in words ("" when not measured)."""
+        if self.sensitivity is None:
+            return ""
+        return (
+            "The copy verdict behind the copy rate is not exhaustive. "
+            + self.sensitivity.error_rates()
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "embedder": self.embedder,
+            "measured_sensitivity": (
+                None if self.sensitivity is None else self.sensitivity.to_dict()
+            ),
             "generated": self.generated.summary(),
             "reference": self.reference.summary(),
             "skipped": [s.to_dict() for s in self.skipped],
@@ -228,6 +244,7 @@ def scan(
         reference=ref_stats,
         results=results,
         skipped=skipped,
+        sensitivity=cal.measured_sensitivity,
     )
     if out_dir is not None:
         write_report(report, Path(out_dir))

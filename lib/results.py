@@ -9,11 +9,13 @@ re-ranking) build these; neither imports the other's types, so imports go one wa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lib.calibration import Calibration
+    from lib.verdict.copy_tests import Sensitivity
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class QueryResult:
     identical_threshold: float = 0.97
     false_alarm_rate: float = 0.02
     null_size: int = 0
+    sensitivity: Sensitivity | None = None
+    """The verdict's measured sensitivity at this operating point (copies of the
+    collection's own images caught, :mod:`lib.verdict.copy_tests`); None: not measured."""
 
     @property
     def top(self) -> Match | None:
@@ -115,29 +120,45 @@ class QueryResult:
                 f"The pixels of this image line up with the top match at {aligned} "
                 f"(normalised cross-correlation, 1 = identical), at or above the {needed} "
                 f"that calls a copy; its score above the neighbourhood is {score} (copy at "
-                f"{thr})." + among
+                f"{thr})." + among + self._rates()
             )
         if self.rule == "identical":
             return (
                 f"The top match has a raw cosine of {self.raw_score:.3f}, at or above "
                 f"{self.identical_threshold:.2f}: the two images are near-identical. "
                 f"(Its score above the neighbourhood, {score}, is under the {thr} copy "
-                f"threshold because the collection holds close look-alikes of it.)" + among
+                f"threshold because the collection holds close look-alikes of it.)"
+                + among
+                + self._rates()
             )
         lead = f"The top match scores {score} above this image's neighbourhood"
         if self.verdict == "copy":
-            return f"{lead}, at or above the {thr} that calls a copy." + among
+            return f"{lead}, at or above the {thr} that calls a copy." + among + self._rates()
         if self.verdict == "similar":
             return (
                 f"{lead}: more than most unrelated images of this collection, but under "
-                f"the {thr} that calls a copy." + among
+                f"the {thr} that calls a copy." + among + self._rates()
             )
         return (
             f"{lead}, under the {thr} that calls a copy: no training image stands out."
             + among
-            + " This is not a clearance: the check can miss copies, above all crops and "
-            "pictures pasted into another scene."
+            + self._rates()
         )
+
+    def _rates(self) -> str:
+        """The verdict's known error rates: for a copy the false alarms and the copies
+        caught, for any other verdict the copies it misses (" ..." or "")."""
+        if self.sensitivity is None:
+            if self.verdict == "none":
+                return (
+                    " This is not a clearance: the check can miss copies, above all crops "
+                    "and pictures pasted into another scene (how many has not been measured "
+                    "on this collection: recalibrate the index to measure it)."
+                )
+            return ""
+        if self.verdict == "copy":
+            return " " + self.sensitivity.error_rates()
+        return " " + self.sensitivity.misses()
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of the CLI's ``search --json``."""
@@ -159,6 +180,9 @@ class QueryResult:
                 None if self.alignment_threshold is None else round(self.alignment_threshold, 6)
             ),
             "false_alarm_rate": self.false_alarm_rate,
+            "measured_sensitivity": (
+                None if self.sensitivity is None else self.sensitivity.to_dict()
+            ),
             "explanation": self.explanation(),
             "matches": [_match_dict(m) for m in self.matches],
         }
@@ -206,6 +230,33 @@ def _match_dict(m: Match) -> dict[str, Any]:
     return out
 
 
+def leading(entries: Sequence[tuple[float, float, float | None]], calibration: Calibration) -> int:
+    """Which of a shortlist leads the verdict: the first (the highest cosine, the paper's
+    top-1), unless another one's pixels line up well enough to call a copy on their own
+    (the "alignment" rule) and its evidence (:meth:`Calibration.evidence`) is the
+    strongest of the shortlist: that one then leads.
+
+    Args:
+        entries: the shortlist in global order, each (raw cosine, calibrated score,
+            alignment or None).
+
+    Returns:
+        The position (0-based) of the leading entry; 0 for an empty shortlist.
+
+    Example:
+        >>> leading([(0.8, 0.1, None)], Calibration())  # doctest: +SKIP
+        0
+    """
+    if len(entries) < 2:
+        return 0
+    evidence = [calibration.evidence(cal, aligned) for _, cal, aligned in entries]
+    best = max(range(len(evidence)), key=lambda i: (evidence[i], -i))
+    raw, cal, aligned = entries[best]
+    if best and calibration.rule(cal, raw, aligned) == "alignment":
+        return best
+    return 0
+
+
 def judge(result: QueryResult, matches: list[Match], calibration: Calibration) -> QueryResult:
     """``result`` with ``matches`` (best first) and the verdict, score, percentile, rule
     and thresholds that the top match earns under ``calibration``."""
@@ -229,4 +280,5 @@ def judge(result: QueryResult, matches: list[Match], calibration: Calibration) -
         identical_threshold=cal.identical_threshold,
         false_alarm_rate=cal.false_alarm_rate,
         null_size=cal.null_sample,
+        sensitivity=cal.measured_sensitivity,
     )

@@ -22,7 +22,7 @@ from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex
 from lib.progress import ProgressCallback
 from lib.regions import DEFAULT_SHORTLIST, RegionCache, rerank
-from lib.results import Match, QueryResult, judge, ordered_pair
+from lib.results import Match, QueryResult, judge, leading, ordered_pair
 from lib.verification import (
     SHORTLIST,
     THUMB_SIDE,
@@ -133,11 +133,10 @@ def align_results(
             replace(m, alignment=float(v) if np.isfinite(v) else None)
             for m, v in zip(short, values, strict=True)
         ] + rest
-        evidence = [calibration.evidence(m.calibrated, m.alignment) for m in matches[:SHORTLIST]]
-        best = max(range(len(evidence)), key=lambda i: (evidence[i], -i))
-        lead = matches[best]
-        if best and calibration.rule(lead.calibrated, lead.score, lead.alignment) == "alignment":
-            matches = [lead, *matches[:best], *matches[best + 1 :]]
+        best = leading([(m.score, m.calibrated, m.alignment) for m in matches[:SHORTLIST]],
+                       calibration)  # fmt: skip
+        if best:
+            matches = [matches[best], *matches[:best], *matches[best + 1 :]]
         matches = [replace(m, rank=r) for r, m in enumerate(matches, start=1)]
         out.append(judge(result, matches[:top_k], calibration))
     return out

@@ -36,6 +36,7 @@ from lib.uploads import (
     format_bytes,
     session_ledger,
 )
+from lib.verdict.sensitivity import learn_after_write
 from pages.common import (
     INDEX_KEY,
     PENDING_INDEX_KEY,
@@ -282,7 +283,7 @@ def build_section(config: AppConfig) -> None:
 
     def work(images: Path, progress: ProgressCallback) -> BuildReport:
         try:
-            return build_index(
+            built = build_index(
                 images,
                 dest,
                 embedder=embedder,
@@ -294,6 +295,7 @@ def build_section(config: AppConfig) -> None:
             # the app offers no --resume: a cancelled or failed build leaves nothing behind
             shutil.rmtree(staging_path(dest), ignore_errors=True)
             raise
+        return learn_after_write(built, progress)
 
     done = run_job("build", config, kind, folder, upload, work)
     if done:
@@ -315,7 +317,8 @@ def add_section(config: AppConfig) -> None:
         return
 
     def work(images: Path, progress: ProgressCallback) -> BuildReport:
-        return add_to_index(target, images, progress=progress, source=source_label(kind, upload))
+        added = add_to_index(target, images, progress=progress, source=source_label(kind, upload))
+        return learn_after_write(added, progress)
 
     done = run_job("add", config, kind, folder, upload, work)
     if done:

@@ -35,6 +35,7 @@ from lib.regions import compare_regions, region_heatmap
 from lib.results import percentile_words
 from lib.search import QueryResult, ordered_pair, search_images
 from lib.st_cache import cached_thumbnail
+from lib.verdict.copy_tests import EDIT_WORDS
 from pages.case_ui import finding_actions
 from pages.common import (
     VERDICT_BADGES,
@@ -79,6 +80,34 @@ operating_point = controls[1].selectbox(
     "Measured on this index's own images when it was built.",
 )
 calibration = index.calibration.with_false_alarm_rate(OPERATING_POINTS[operating_point])
+measured = calibration.measured_sensitivity
+if measured is None:
+    st.caption(
+        "How many copies this check misses on this collection has not been measured yet: "
+        "recalibrating the index measures it."
+    )
+else:
+    st.caption(measured.error_rates())
+    with st.expander("How often this check misses a copy, by kind of edit"):
+        st.caption(
+            "Copies of this collection's own images, made and searched when the index was "
+            "calibrated. A copy counts as caught when it is called a copy with its source as "
+            "the top match. Each copy went through one to three edits."
+        )
+        st.dataframe(
+            [
+                {
+                    "copies that were": EDIT_WORDS.get(name, name),
+                    "copies": rate.copies,
+                    "caught": f"{rate.share:.0%}",
+                }
+                for name, rate in [
+                    *sorted(measured.by_edit.items(), key=lambda kv: -kv[1].share),
+                    ("paste", measured.pasted),
+                ]
+            ],
+            hide_index=True,
+        )
 
 regions = st.toggle(
     "Match regions too (finds objects pasted into new scenes; about 1 s more per image)",

@@ -319,9 +319,12 @@ def _subset_index(
         index = open_index(path)
         index.check_embedder(embedder)
         return index
-    return build_index(
+    from lib.verdict.sensitivity import learn_after_write
+
+    built = build_index(
         folder, path, embedder=embedder, source=f"{m.name} training subset", progress=progress
-    ).index
+    )
+    return learn_after_write(built, progress).index
 
 
 def _samples(

@@ -141,6 +141,10 @@ def scan_identity_rows(scan: ScanRecord) -> Rows:
             "Copy threshold",
             f"calibrated {scan.thresholds['copy']:+.4f} or raw {scan.thresholds['identical']:.2f}",
         ),
+        (
+            "Known error rates",
+            scan.sensitivity_note or "not measured for this index (recalibrating it measures them)",
+        ),
         ("Packages", ", ".join(f"{k} {v}" for k, v in scan.versions.items())),
         ("Made at", scan.created),
     ]

@@ -58,6 +58,11 @@ class ScanRecord:
     findings: list[Finding]
     versions: dict[str, str]
     pictures: dict[str, str] = field(default_factory=dict, repr=False)
+    sensitivity: dict[str, Any] = field(default_factory=dict)
+    """The copy verdict's measured sensitivity at the scan's operating point
+    (:meth:`lib.verdict.copy_tests.Sensitivity.to_dict`; empty: not measured)."""
+    sensitivity_note: str = ""
+    """The same in words: the known error rates (empty: not measured)."""
 
     def command(self, out: str = "scan-report.pdf") -> str:
         """The command that runs the scan again and writes its report."""
@@ -100,6 +105,8 @@ class ScanRecord:
                 findings=[Finding.from_dict(f) for f in data.get("findings", [])],
                 versions=dict(data.get("versions", {})),
                 pictures=dict(data.get("pictures") or {}),
+                sensitivity=dict(data.get("sensitivity") or {}),
+                sensitivity_note=str(data.get("sensitivity_note") or ""),
             )
         except (KeyError, TypeError) as exc:
             raise FindingError(f"the scan's record is incomplete or damaged: {exc}") from exc
@@ -130,6 +137,7 @@ def make_scan_record(
     """
     model = embedder or index.create_embedder()
     cal = calibration_at(index, false_alarm_rate)
+    measured = cal.measured_sensitivity
     ranked = sorted(
         (r for r in report.results if r.error is None and r.matches),
         key=lambda r: r.score,
@@ -177,4 +185,6 @@ def make_scan_record(
         findings=findings,
         versions=package_versions(),
         pictures={"histogram": _histogram_b64(report)},
+        sensitivity={} if measured is None else measured.to_dict(),
+        sensitivity_note="" if measured is None else measured.error_rates(),
     )

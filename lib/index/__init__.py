@@ -23,6 +23,7 @@ from lib.index.builder import (
     calibrate_index,
     compact_index,
     delete_index,
+    record_copy_tests,
     upgrade_index,
 )
 from lib.index.errors import (
@@ -58,6 +59,7 @@ __all__ = [
     "list_indexes",
     "lock_path",
     "open_index",
+    "record_copy_tests",
     "upgrade_index",
     "writer_lock",
 ]

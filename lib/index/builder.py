@@ -26,7 +26,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lib.allowed_paths import recorded_roots, remember_source
-from lib.calibration import fit_calibration, is_stale
+from lib.calibration import Calibration, fit_calibration, is_stale
 from lib.embedders import Embedder, create_embedder
 from lib.embedding import EmbeddedFiles, embed_files
 from lib.folders import swap_into_place
@@ -70,6 +70,7 @@ from lib.index.store import (
     is_index,
 )
 from lib.progress import ProgressCallback, report
+from lib.verdict.copy_tests import CopyTest
 
 log = logging.getLogger(__name__)
 
@@ -678,9 +679,11 @@ def _finish(
     if refit:
         index = _load(root, recalibrate=False, lazy=True)
         table: Any = index.table if index.table is not None else index.vectors()
+        stored = Calibration.from_dict(manifest.calibration)
         manifest.calibration = fit_calibration(
             index.faiss,
             table,
+            base=Calibration(copy_tests=stored.copy_tests, copy_tests_rows=stored.copy_tests_rows),
             paths=index.file_paths(),
             progress=_calibrating(progress),
             roots=recorded_roots(index),
@@ -783,6 +786,35 @@ def calibrate_index(
         commit_manifest(index.path, index.manifest)
     index.calibration = calibration
     index.recalibrated = False
+    return index
+
+
+def record_copy_tests(
+    index_dir: str | os.PathLike[str],
+    measure: Callable[[ReplicaIndex], list[CopyTest]],
+    *,
+    progress: ProgressCallback | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> ReplicaIndex:
+    """Store the copy tests ``measure(index)`` makes (:mod:`lib.verdict.sensitivity`)
+    in the index's calibration, by a commit under the writer lock (held from reading the
+    index to the commit; vectors, metadata and thresholds are untouched).
+
+    ``measure`` is passed in because it searches the index as a query does, from a layer
+    above this package.
+
+    Raises:
+        IndexNotFound: the folder is not an index. IndexWriteError: the write failed.
+        IndexLocked: another writer holds the lock and ``wait`` is False.
+    """
+    with _writing(index_dir, wait=wait, on_wait=on_wait, progress=progress, upgrade=False) as index:
+        tests = measure(index)
+        stored = Calibration.from_dict(index.manifest.calibration)
+        calibration = replace(stored, copy_tests=tests, copy_tests_rows=index.count)
+        index.manifest.calibration = calibration.to_dict()
+        commit_manifest(index.path, index.manifest)
+    index.calibration = replace(index.calibration, copy_tests=tests, copy_tests_rows=index.count)
     return index
 
 

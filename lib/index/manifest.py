@@ -35,6 +35,7 @@ from typing import Any
 from lib.calibration import Calibration
 from lib.index.errors import IndexWriteError, ManifestError
 from lib.json_shape import ShapeError, check, check_depth, describe, fields_of
+from lib.verdict.copy_tests import MAX_TESTS, CopyTest
 
 INDEX_FORMAT = 2
 """The format every write produces."""
@@ -239,6 +240,14 @@ def _check_calibration(calibration: dict[str, Any], source: str) -> None:
         for number in numbers:
             if isinstance(number, float) and not math.isfinite(number):
                 raise ShapeError(source, f"calibration.{key} holds {number}, not a number")
+    tests = values.get("copy_tests", [])
+    if len(tests) > MAX_TESTS:
+        raise ShapeError(source, f"calibration.copy_tests holds {len(tests):,} tests (at most "
+                         f"{MAX_TESTS:,})")  # fmt: skip
+    for i, test in enumerate(tests):
+        problem = CopyTest(**test).problem()
+        if problem:
+            raise ShapeError(source, f"calibration.copy_tests[{i}]: {problem}")
     for key in ("null_quantiles", "raw_quantiles"):
         for level in values.get(key, {}):
             try:

@@ -143,7 +143,11 @@ class ReplicaIndex:
         """A fresh null for this index, keeping its stored operating point; ``align``
         also measures the pixel-alignment null from the image files (slower)."""
         stored = Calibration.from_dict(self.manifest.calibration)
-        base = Calibration(false_alarm_rate=stored.false_alarm_rate)
+        base = Calibration(
+            false_alarm_rate=stored.false_alarm_rate,
+            copy_tests=stored.copy_tests,
+            copy_tests_rows=stored.copy_tests_rows,
+        )
         from lib.allowed_paths import index_roots
 
         paths = self.file_paths() if align else None

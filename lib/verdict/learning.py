@@ -172,13 +172,15 @@ def training_copy(
     other: Image.Image | None = None,
     *,
     max_edits: int = 3,
+    edits: Sequence[str] | None = None,
 ) -> tuple[Image.Image, list[str]]:
     """An edited copy of ``image`` made by 1..``max_edits`` edits drawn at random from
-    :data:`TRAINING_EDITS`, in random order, plus a JPEG re-encode half the time.
+    :data:`TRAINING_EDITS` (only those named in ``edits`` when given), in random order,
+    plus a JPEG re-encode half the time.
 
     Returns the copy (RGB) and the names of the edits applied, in order.
     """
-    names = list(TRAINING_EDITS)
+    names = list(edits) if edits is not None else list(TRAINING_EDITS)
     chosen = list(rng.choice(names, size=int(rng.integers(1, max_edits + 1)), replace=False))
     out = image.convert("RGB")
     for name in chosen:
