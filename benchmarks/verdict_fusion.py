@@ -89,6 +89,7 @@ def null_rows(index: ReplicaIndex, n: int, depth: int, seed: int) -> list[dict[s
         out.append(
             {
                 "image": image,
+                "family": fam[j],
                 "raw": s[:depth].tolist(),
                 "calibrated": (s[:depth] - bg).tolist(),
                 "alignment": [float(a) if np.isfinite(a) else 0.0 for a in aligned],
@@ -124,6 +125,25 @@ def copy_rows(index: ReplicaIndex, seed: int, depth: int) -> list[dict[str, Any]
                     ),
                 }
             )
+    return out
+
+
+def densities(
+    index: ReplicaIndex, rows: list[int], exclude: set[int] | None = None, k: int = 48
+) -> list[float]:
+    """Each of ``rows``' own background: the mean cosine of its first two neighbours
+    that are not near-duplicates of it (cosine under ``dup_cosine``), leaving out the
+    rows in ``exclude`` (a null image's family: a real unseen query is not indexed)."""
+    vectors = index.table if index.table is not None else index.vectors()
+    cal = index.calibration
+    sims, ids = index.search_vectors(np.ascontiguousarray(vectors[rows]), min(k, index.count))
+    out = []
+    for j, row in enumerate(rows):
+        keep = (ids[j] >= 0) & (ids[j] != row) & (sims[j] < cal.dup_cosine)
+        if exclude:
+            keep &= np.array([int(i) not in exclude for i in ids[j]])
+        s = sims[j][keep]
+        out.append(float(s[:2].mean()) if s.size else 0.0)
     return out
 
 
@@ -185,6 +205,14 @@ def main() -> int:
     for rows in (null, train, test):
         add_inliers(rows, index, cache)
     null_a, null_b = null[: len(null) // 2], null[len(null) // 2 :]
+    row_of = {p: i for i, p in enumerate(index.file_paths())}
+    for rows in (null, train, test):
+        for r in rows:
+            r["density"] = densities(index, [row_of[p] for p in r["paths"]], r.get("family"))
+    centre = float(np.median([d for r in null for d in r["density"]]))
+    for rows in (null, train, test):
+        for r in rows:
+            r["density"] = [d - centre for d in r["density"]]
 
     cal_null = np.array([r["calibrated"][0] for r in null_a])
     align_null = np.array([max(r["alignment"]) for r in null_a])
@@ -200,6 +228,25 @@ def main() -> int:
         return np.maximum(
             shipped_like(r), percentile_of(inlier_null, np.array(r["inliers"], float))
         )
+
+    def two_sided(beta: float) -> Any:
+        """Calibrated minus ``beta`` x the candidate's own background (its density)."""
+
+        def score(r: dict[str, Any]) -> np.ndarray:
+            return np.array(r["calibrated"]) - beta * np.array(r["density"])
+
+        return score
+
+    def two_sided_or_alignment(beta: float) -> Any:
+        null_scores = np.array([np.max(two_sided(beta)(r)) for r in null_a])
+
+        def score(r: dict[str, Any]) -> np.ndarray:
+            return np.maximum(
+                percentile_of(null_scores, two_sided(beta)(r)),
+                percentile_of(align_null, np.array(r["alignment"])),
+            )
+
+        return score
 
     x, y = [], []
     for r in null_a:
@@ -231,6 +278,10 @@ def main() -> int:
         "+ SIFT inliers (stronger of three percentiles)": three_signals,
         "learned fusion without SIFT": learned_no_sift,
         "learned fusion with SIFT": learned,
+        "calibrated - 0.5 x candidate density": two_sided(0.5),
+        "calibrated - 1.0 x candidate density": two_sided(1.0),
+        "(calibrated - 0.5 x density) or alignment": two_sided_or_alignment(0.5),
+        "(calibrated - 1.0 x density) or alignment": two_sided_or_alignment(1.0),
     }
     table = {name: evaluate(fn, null_b, test, args.rate) for name, fn in scores.items()}
     base = table["calibrated or alignment (stronger percentile, as shipped)"]
