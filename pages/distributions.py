@@ -130,12 +130,22 @@ def show_bundled_study() -> None:
     except (OSError, ValueError):
         return
     st.subheader("An example: the bundled study")
+    sizes = sorted({int(r["n_train"]) for r in rows})
     st.markdown(
-        "Two small diffusion models trained here on 100 and on 1,000 OpenMoji emoji, 64 samples "
-        "each, searched in their own training images (held-out = 336 real emoji never trained "
-        "on, searched the same way). The model trained on 100 images copies them; the one "
-        "trained on 1,000 does not. Measure your own set above to draw the same figure."
+        f"{len(rows)} small diffusion models trained here on "
+        f"{', '.join(f'{n:,}' for n in sizes[:-1])}{' and ' if len(sizes) > 1 else ''}"
+        f"{sizes[-1]:,} OpenMoji emoji, with the same recipe and number of steps, 64 samples "
+        "each, searched in their own training images (held-out = real emoji never trained on, "
+        "brought to the same size and searched in the same images). The smaller the training "
+        "set, the more its samples copy it. Measure your own set above to draw the same figure."
     )
+    curve = STUDY_DIR / "curve.png"
+    if curve.is_file():
+        st.image(
+            str(curve),
+            caption="Each measure against the number of training images; dashed: real "
+            "held-out images searched the same way",
+        )
     tabs = st.tabs([str(r["model"]) for r in rows])
     for tab, row in zip(tabs, rows, strict=True):
         with tab:

@@ -274,10 +274,42 @@ def test_study_end_to_end_matches_a_direct_computation(
     assert (out / "shapes-8" / "histogram.png").is_file()
     assert (out / "shapes-8" / "gallery.png").is_file()
     assert (out / "study.csv").read_text().count("\n") == 2
+    assert (out / "curve.png").is_file()
     mtime = (Path(row["files"]["index"]) / "manifest.json").stat().st_mtime_ns
     assert main(argv[:-1]) == 0  # the table; the index and samples come from the cache
     assert "shapes-8" in capsys.readouterr().out
     assert (Path(row["files"]["index"]) / "manifest.json").stat().st_mtime_ns == mtime
+
+
+def test_the_study_curve_plots_each_dataset_against_its_sizes(tmp_path: Path) -> None:
+    from lib.diffusion.study import SetStats, StudyRow, curve_points, save_curve
+
+    def row(model: str, n: int, dataset: str, copies: float) -> StudyRow:
+        held = SetStats(n=50, copy_rate=0.01, rate_above_0_5=0.9, mean_top1=0.6,
+                        median_top1=0.6, p95_top1=0.8, mean_calibrated=0.03 * n / 100,
+                        p95_calibrated=0.1)  # fmt: skip
+        return StudyRow(model=model, n_train=n, n_indexed=n, n_samples=64, copy_rate=copies,
+                        rate_above_0_5=0.9, mean_top1=0.7, median_top1=0.7, p95_top1=0.9,
+                        mean_calibrated=copies / 2, p95_calibrated=0.2,
+                        above_heldout_p95=copies + 0.05, heldout=held, embedder="sscd",
+                        training_steps=8000, dataset=dataset)  # fmt: skip
+
+    rows = [
+        row("openmoji-1000", 1000, "openmoji", 0.0),
+        row("fm-300", 300, "fashion-mnist (Debian dataset-fashion-mnist)", 0.2),
+        row("openmoji-100", 100, "openmoji", 0.45),
+        row("openmoji-30", 30, "openmoji", 0.8),
+    ]
+    points = curve_points(rows)
+    assert list(points) == ["fashion-mnist", "openmoji"]
+    assert points["openmoji"]["copy_rate"] == [(30, 0.8), (100, 0.45), (1000, 0.0)]
+    above = points["openmoji"]["above_heldout_p95"]
+    assert np.allclose(above, [(30, 0.85), (100, 0.5), (1000, 0.05)])
+    held = points["openmoji"]["heldout_mean_calibrated"]
+    assert np.allclose(held, [(30, 0.009), (100, 0.03), (1000, 0.3)])
+    assert points["fashion-mnist"]["copy_rate"] == [(300, 0.2)]
+    save_curve(rows, tmp_path / "curve.png")
+    assert Image.open(tmp_path / "curve.png").size[0] > 1000
 
 
 def test_fashion_mnist_subsets_are_nested_and_train_records_dataset_and_threads(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from lib.index import build_index
+from lib.verdict.sensitivity import learn_sensitivity
 from tests.synthetic import write_scenes
 
 PAGE = "../pages/search.py"
@@ -47,7 +49,7 @@ def test_demo_copy_is_found_with_scores_and_a_verdict(small_index: Path) -> None
     assert len(match_cards) == 3
     assert expected in match_cards[0], "the edited copy's source must be the top match"
     assert "raw" in match_cards[0] and "cal" in match_cards[0]
-    explanation = at.caption[0].value
+    explanation = next(c.value for c in at.caption if "Calibrated score" in c.value)
     assert "Calibrated score" in explanation and "raw cosine" in explanation
     assert "unrelated images" in explanation and "% score lower" in explanation
     # the detail view compares the chosen pair in every mode
@@ -63,14 +65,39 @@ def test_operating_point_changes_the_copy_threshold(small_index: Path) -> None:
     at.session_state["index_path"] = str(small_index)
     at.run()
     at.button(key="search_demo").click().run()
-    strict_caption = at.caption[0].value
+    strict_caption = next(c.value for c in at.caption if "copy at ≥" in c.value)
     at.selectbox(key="search_operating_point").set_value("very sensitive (10%)").run()
-    sensitive_caption = at.caption[0].value
+    sensitive_caption = next(c.value for c in at.caption if "copy at ≥" in c.value)
 
     def threshold(text: str) -> float:
         return float(text.split("copy at ≥ ")[1].split(",")[0])
 
     assert threshold(sensitive_caption) < threshold(strict_caption)
+
+
+def test_the_page_states_how_often_the_check_misses_copies(
+    small_index: Path, tmp_path: Path
+) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["index_path"] = str(small_index)
+    at.run()
+    assert any("has not been measured yet" in c.value for c in at.caption)
+    learned = tmp_path / "learned"
+    shutil.copytree(small_index, learned)
+    measured = learn_sensitivity(learned).calibration
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["index_path"] = str(learned)
+    at.run()
+    assert not at.exception
+    sensitivity = measured.with_false_alarm_rate(0.02).measured_sensitivity
+    assert sensitivity is not None
+    stated = next(c.value for c in at.caption if "in 100 unrelated images" in c.value)
+    assert f"about {sensitivity.edited.in_100()} in 100 edited copies" in stated
+    table = at.dataframe[0].value
+    assert "pasted into another picture" in set(table["copies that were"])
+    at.button(key="search_demo").click().run()
+    explanation = next(c.value for c in at.caption if "Calibrated score" in c.value)
+    assert "in 100" in explanation, "the verdict's own sentence repeats the error rates"
 
 
 def test_region_matching_toggle_reranks_and_marks_matches(small_index: Path) -> None:

@@ -102,6 +102,8 @@ class StudyRow:
     embedder: str
     training_steps: int
     files: dict[str, str] = field(default_factory=dict)
+    dataset: str = ""
+    """The model's training data (``model.json``'s ``dataset``): one curve per dataset."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,6 +219,7 @@ def _study_model(
         embedder=index.embedder_name,
         training_steps=m.steps,
         files=files,
+        dataset=m.dataset,
     )
 
 
@@ -382,3 +385,68 @@ def write_study(rows: list[StudyRow], out: Path) -> None:
         values = [d[c] for c in columns] + [d["heldout"][c] for c in columns[3:9]]
         lines.append(",".join(f"{v:.6f}" if isinstance(v, float) else str(v) for v in values))
     (out / "study.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    save_curve(rows, out / "curve.png")
+
+
+CURVE_MEASURES = {
+    "copy_rate": "copy rate (calibrated verdicts)",
+    "above_heldout_p95": "share above the held-out 95th percentile",
+    "mean_calibrated": "mean calibrated top-1 score",
+}
+"""What the study curve plots against training-set size, one panel each."""
+
+
+def save_curve(rows: Sequence[StudyRow], path: Path) -> None:
+    """The paper's curve as a PNG: each measure of :data:`CURVE_MEASURES` against the
+    number of training images (log scale), one line per dataset, with the held-out
+    baseline (real images the model never saw, against the same subset) dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_MEASURES), figsize=(12, 3.8), dpi=120)
+    points = curve_points(rows)
+    for ax, (key, label) in zip(axes, CURVE_MEASURES.items(), strict=True):
+        for name, curves in points.items():
+            sizes, values = zip(*curves[key], strict=True)
+            (line,) = ax.plot(sizes, values, marker="o", label=name)
+            if f"heldout_{key}" in curves:
+                held_sizes, held = zip(*curves[f"heldout_{key}"], strict=True)
+                ax.plot(held_sizes, held, linestyle="--", color=line.get_color(),
+                        label=f"{name}: held-out images")  # fmt: skip
+        if key == "above_heldout_p95":
+            ax.axhline(
+                0.05, color="grey", linestyle="--", label="held-out images (5% by definition)"
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("training images")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Replication against training-set size (bundled models, generations vs training)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curve_points(rows: Sequence[StudyRow]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """What :func:`save_curve` plots: per dataset, per measure of :data:`CURVE_MEASURES`
+    (and ``heldout_<measure>`` for the held-out baseline of the copy rate and the mean
+    calibrated score), (training images, value) points in order of size."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in sorted(rows, key=lambda r: r.n_train):
+        curves = out.setdefault(_dataset_label(row), {})
+        for key in CURVE_MEASURES:
+            curves.setdefault(key, []).append((row.n_train, float(getattr(row, key))))
+            if key != "above_heldout_p95":  # held-out images: 5% by definition
+                held = float(getattr(row.heldout, key))
+                curves.setdefault(f"heldout_{key}", []).append((row.n_train, held))
+    return dict(sorted(out.items()))
+
+
+def _dataset_label(row: StudyRow) -> str:
+    text = row.dataset.lower()
+    for name in ("openmoji", "fashion-mnist"):
+        if name in text or row.model.lower().startswith(name):
+            return name
+    return row.dataset or row.model.rsplit("-", 1)[0]
