@@ -46,6 +46,32 @@ NPROBE_MAX = 64
 after re-ranking (benchmarks/ann_scale.py); more lists only add scanning time."""
 
 
+SEARCH_LIST_SHARE = 8
+"""A search from the default path (verdicts, their calibration null and measured
+sensitivity) probes at least one inverted list in this many. Edited copies lie farther
+from their sources than indexed images from their neighbours, so the lists a plan's own
+``nprobe`` (one in 32) probes lose some of them: at 1M vectors clustered around real SSCD
+vectors, 2.1% of edited-copy queries got another top-1 than exact search with 64 of 2,048
+lists, 0.7% with 256 (12.5 ms a query instead of 4.0, one thread;
+``benchmarks/ann_copies.py``). Near-duplicate searches pass their own, smaller ``nprobe``."""
+SEARCH_NPROBE_MAX = 256
+"""The raise stops here: at 10M vectors (8,192 lists) 256 lists took 48 ms a query
+(``benchmarks/ann_scale.py``), within the 100 ms a verdict may add there; one in 8 would
+be 1,024."""
+
+
+def search_nprobe(stored: int, nlist: int) -> int:
+    """Lists a default search probes: the index's stored ``nprobe``, raised to one list
+    in :data:`SEARCH_LIST_SHARE` of ``nlist`` up to :data:`SEARCH_NPROBE_MAX`.
+
+    Example:
+        >>> search_nprobe(64, 2048)
+        256
+    """
+    raised = min(int(nlist) // SEARCH_LIST_SHARE, SEARCH_NPROBE_MAX)
+    return max(int(stored), raised)
+
+
 class MemoryBudgetError(ValueError):
     """A memory budget that cannot be read, or too small for any approximate index."""
 
@@ -197,7 +223,8 @@ def read_ann(root: Path, manifest: IndexManifest, source: Path | None = None) ->
             f"{first[:200]}); {_repair_hint(root)}"
         ) from None
     check_ann(index, int(manifest.ann["rows"]), manifest.dim, f"{path}", root)
-    set_nprobe(index, int(manifest.ann.get("nprobe", 32)))
+    nlist = int(faiss.extract_index_ivf(index).nlist)
+    set_nprobe(index, search_nprobe(int(manifest.ann.get("nprobe", 32)), nlist))
     return index
 
 
