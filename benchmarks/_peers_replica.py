@@ -1,7 +1,8 @@
 """Replica's side of benchmarks/peers.py, in a process of its own so that its time and peak
 memory are measured like the peers': index a folder (SSCD embedding included) and find its
-near-duplicates at the default threshold, as ``python -m lib index build`` followed by
-``python -m lib duplicates INDEX`` would.
+near-duplicates at the default setting (pixels checked: the CLI's default up to 50,000
+images), as ``python -m lib index build`` followed by ``python -m lib duplicates INDEX``
+would.
 
     .venv/bin/python benchmarks/_peers_replica.py FOLDER INDEX_DIR OUT.json
 
@@ -20,7 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_NEIGHBOURS, find_duplicates
+from lib.duplicates import (
+    DEFAULT_MIN_ALIGNMENT,
+    DEFAULT_NEIGHBOURS,
+    PIXELS_COSINE,
+    PixelCheck,
+    find_duplicates,
+)
 from lib.index import build_index
 
 
@@ -31,11 +38,14 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
     built = build_index(args.folder, args.index, embedder="sscd")
-    report = find_duplicates(built.index)
+    report = find_duplicates(built.index, PIXELS_COSINE, pixels=PixelCheck())
     names = [Path(p).name for p in built.index.metadata["path"].astype(str)]
     result = {
         "tool": "replica",
-        "setting": f"sscd, cosine >= {DEFAULT_DUPLICATE_THRESHOLD}, k={DEFAULT_NEIGHBOURS}",
+        "setting": (
+            f"sscd, pixels aligned >= {DEFAULT_MIN_ALIGNMENT} or cosine >= {PIXELS_COSINE}, "
+            f"k={DEFAULT_NEIGHBOURS}, mirrors count, recoloured pictures do not"
+        ),
         "pairs": [[names[a], names[b], s] for a, b, s in report.pairs],
         "skipped": [[Path(s.path).name, s.reason] for s in built.skipped],
         "n_indexed": built.index.count,

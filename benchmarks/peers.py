@@ -14,7 +14,8 @@ The tools, each at its default setting, each in a process of its own (wall time,
 memory as ``ru_maxrss`` of that process, see benchmarks/_peers_measure.py):
 
 - Replica: ``build_index(folder, embedder="sscd")`` (embedding included) and
-  ``find_duplicates`` at cosine 0.85 (benchmarks/_peers_replica.py). Exact copies are
+  ``find_duplicates`` at its default (pixels aligned at 0.9 or cosine 0.95; benchmarks/
+  _peers_replica.py). Exact copies are
   dropped by the build with a sha256 reason; they count as found pairs, since the build
   report is what a user is told;
 - imagededup 0.3.3 PHash and DHash (``max_distance_threshold=10``), imagehash 4.3.2 phash
@@ -82,7 +83,7 @@ REPLICA_SWEEP_COSINE = 0.3
 """Replica's sweep list: every kNN pair at cosine 0.3 or more (precision there is far
 below 0.95)."""
 TOOLS = {
-    "replica": "Replica (SSCD, cosine >= 0.85)",
+    "replica": "Replica (SSCD + pixels: aligned >= 0.9 or cosine >= 0.95)",
     "imagededup-phash": "imagededup PHash (distance <= 10)",
     "imagededup-dhash": "imagededup DHash (distance <= 10)",
     "imagehash-phash": "imagehash phash (equal hashes)",
@@ -149,16 +150,28 @@ def _read_pairs(out: Path, folder: Path) -> tuple[str, list[tuple[Pair, float]]]
 
 
 def _replica_sweep(work: Path, exact: set[Pair]) -> tuple[str, list[tuple[Pair, float]]]:
-    """Its setting, and every kNN pair of the warm-up's index at
-    :data:`REPLICA_SWEEP_COSINE` or more with the exact copies at 1."""
-    from lib.duplicates import DEFAULT_NEIGHBOURS, duplicate_pairs
+    """Its setting, and every pair of the warm-up's index that the default rules would
+    consider (pixels checked, variants left out) at :data:`REPLICA_SWEEP_COSINE` or more
+    of cosine or alignment, scored by the higher of the two, with the exact copies at 1."""
+    import numpy as np
+
+    from lib.duplicates import DEFAULT_NEIGHBOURS, PixelCheck, find_duplicates
     from lib.index import open_index
 
     index = open_index(work / "replica-index")
     names = [Path(p).name for p in index.metadata["path"].astype(str)]
-    found = duplicate_pairs(index, REPLICA_SWEEP_COSINE, k=DEFAULT_NEIGHBOURS)
-    scored = [(pair(names[a], names[b]), s) for a, b, s in found] + [(p, 1.0) for p in exact]
-    return f"cosine >= {REPLICA_SWEEP_COSINE}, k={DEFAULT_NEIGHBOURS}", scored
+    check = PixelCheck(min_alignment=REPLICA_SWEEP_COSINE)
+    found = find_duplicates(index, REPLICA_SWEEP_COSINE, k=DEFAULT_NEIGHBOURS, pixels=check)
+    aligned = np.nan_to_num(found.pairs.alignment, nan=-1.0)
+    scores = np.maximum(found.pairs.similarity, aligned)
+    scored = [
+        (pair(names[a], names[b]), float(score))
+        for (a, b, _), score in zip(found.pairs, scores, strict=True)
+    ] + [(p, 1.0) for p in exact]
+    return (
+        f"max(cosine, pixel alignment) >= {REPLICA_SWEEP_COSINE}, k={DEFAULT_NEIGHBOURS}",
+        scored,
+    )
 
 
 def warm_up(runs: dict[str, ToolRun], folder: Path, peers: Path, work: Path) -> None:

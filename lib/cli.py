@@ -496,24 +496,51 @@ def _write_scan_report(index: Any, report: Any, args: argparse.Namespace) -> Non
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from lib.duplicates import find_duplicates
+    from lib.duplicates import (
+        DEFAULT_DUPLICATE_THRESHOLD,
+        PIXEL_LIMIT,
+        PIXELS_COSINE,
+        PixelCheck,
+        find_duplicates,
+    )
 
     if args.against:
+        if args.threshold is None:
+            args.threshold = DEFAULT_DUPLICATE_THRESHOLD
         return _contamination(args)
     index = _open(args.index_dir)
+    pixels = None
+    if args.pixels == "on" or (args.pixels == "auto" and index.count <= PIXEL_LIMIT):
+        pixels = PixelCheck(
+            min_alignment=args.min_alignment,
+            mirrors=not args.mirrors_differ,
+            same_colours=not args.recoloured_are_duplicates,
+        )
+    if args.threshold is None:
+        args.threshold = DEFAULT_DUPLICATE_THRESHOLD if pixels is None else PIXELS_COSINE
     with _progress(args, "nearest neighbours") as progress:
         report = find_duplicates(
-            index, threshold=args.threshold, progress=progress, keep=args.keep, k=args.k
+            index,
+            threshold=args.threshold,
+            progress=progress,
+            keep=args.keep,
+            k=args.k,
+            pixels=pixels,
         )
     _write_report(report, args.out)
     if args.json:
         _print_json(report.to_dict())
         return EXIT_OK
+    rule = f"cosine >= {args.threshold}"
+    if pixels is not None:
+        rule += f" or pixels aligned at >= {pixels.min_alignment}"
     print(
-        f"{len(report.clusters)} cluster(s) of near-duplicates at cosine >= {args.threshold} "
+        f"{len(report.clusters)} cluster(s) of near-duplicates at {rule} "
         f"among {report.n_images} images ({report.k} nearest searched per image); "
         f"{report.n_removable} removable ({report.removable_share:.0%}; kept: {report.keep_rule})"
     )
+    if pixels is None and args.pixels == "auto":
+        print(f"pixels not checked: more than {PIXEL_LIMIT:,} images (--pixels on checks them)")
     if report.n_unassigned:
         print(f"{report.n_unassigned} linked only through others: not proposed for removal")
     if report.n_chained:
@@ -529,7 +556,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
             f"{c.lowest_pair:.3f}{chained}"
         )
         for m in c.members:
-            print(f"    {'keep' if m.keep else '    '}  {m.similarity:.3f}  {m.path}")
+            why = f"  ({m.reason})" if m.reason else ""
+            print(f"    {'keep' if m.keep else '    '}  {m.similarity:.3f}  {m.path}{why}")
     if args.out:
         print(f"written: {args.out}")
     return EXIT_OK
@@ -596,8 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
     from lib.duplicates import (
         DEFAULT_DUPLICATE_THRESHOLD,
         DEFAULT_KEEP_RULE,
+        DEFAULT_MIN_ALIGNMENT,
         DEFAULT_NEIGHBOURS,
         KEEP_RULES,
+        PIXEL_CANDIDATE_COSINE,
+        PIXEL_LIMIT,
+        PIXELS_COSINE,
     )
     from lib.embedders import DEFAULT_EMBEDDER, available_embedders
 
@@ -749,8 +781,34 @@ def build_parser() -> argparse.ArgumentParser:
     dup.add_argument(
         "--threshold",
         type=float,
-        default=DEFAULT_DUPLICATE_THRESHOLD,
-        help="raw cosine (default %(default)s)",
+        default=None,
+        help=f"raw cosine that makes a duplicate on its own (default {PIXELS_COSINE} with "
+        f"pixels checked, else {DEFAULT_DUPLICATE_THRESHOLD})",
+    )
+    dup.add_argument(
+        "--pixels",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="also align the pixels of each image with its neighbours down to cosine "
+        f"{PIXEL_CANDIDATE_COSINE}: finds JPEG, resized, cropped, mirrored and pasted copies "
+        f"(auto: on up to {PIXEL_LIMIT:,} images; not with --against)",
+    )
+    dup.add_argument(
+        "--min-alignment",
+        type=float,
+        default=DEFAULT_MIN_ALIGNMENT,
+        help="pixel alignment (-1..1) that makes a duplicate (default %(default)s)",
+    )
+    dup.add_argument(
+        "--mirrors-differ",
+        action="store_true",
+        help="mirror images of each other are different works (a 'p' and a 'q'), not copies",
+    )
+    dup.add_argument(
+        "--recoloured-are-duplicates",
+        action="store_true",
+        help="pictures that differ only in colour (skin tones, a heart of another colour) "
+        "are duplicates (default: different works)",
     )
     dup.add_argument(
         "--keep",

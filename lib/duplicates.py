@@ -50,6 +50,35 @@ KEEP_RULES = {
 DEFAULT_KEEP_RULE = "most-linked"
 DEFAULT_NEIGHBOURS = 16
 """Neighbours searched per image: an image with more near-duplicates is linked to this many."""
+PIXEL_CANDIDATE_COSINE = 0.4
+"""With pixels checked, neighbours down to this cosine are aligned: an edit that only
+degrades a picture moves SSCD more than its pixels (median cosine to the original: JPEG 25
+0.70, a 1/3 downscale 0.57, pasted into another picture 0.46; benchmarks/peers.py)."""
+PIXEL_NEIGHBOURS = 8
+"""With pixels checked, the pairs below the cosine threshold are taken from each image's
+8 nearest (16 found no more planted copies on the peers benchmark, for 1.5 x the time)."""
+PIXELS_COSINE = 0.95
+"""With pixels checked, the cosine at which a pair is a duplicate on the embedding alone
+(look-alike siblings, skin tones and recoloured hearts, reach 0.85-0.95)."""
+DEFAULT_MIN_ALIGNMENT = 0.9
+"""With pixels checked, the alignment (:mod:`lib.verification`, -1..1) at which a pair is a
+duplicate."""
+PIXEL_LIMIT = 50_000
+"""Above this many images the CLI and the app check the embedding only (about 2 pairs an
+image are aligned at 5 ms a pair: 50,000 images take about 8 minutes on 2 cores)."""
+COLOUR_LIMIT = 6.0
+"""Mean absolute colour difference (0..255, 16 x 16 RGB, each channel less its mean:
+:func:`lib.verification.colour_difference`) above which two whole pictures that line up
+are recoloured variants, not copies: JPEG 25, 1/3 downscales and flips of the peers
+benchmark differ by 0-5.6, skin-tone and recoloured siblings by 7.5-43."""
+REASONS = {
+    0: "near-identical to the copy-detection model",
+    1: "the pixels line up",
+    2: "mirror images of each other",
+    3: "one is a part of the other (cropped, or pasted into a new picture)",
+}
+"""Why a pair is proposed, by code (:attr:`DuplicatePairs.how`)."""
+
 DUPLICATES_NPROBE = 16
 """Lists probed per image by the approximate index (large indexes only): near-duplicates
 (cosine 0.85 and up) sit in the closest lists, so 16 find them (benchmarks/
@@ -66,6 +95,9 @@ class DuplicateMember:
     caption: str
     similarity: float
     keep: bool
+    reason: str = ""
+    """Why it is proposed as a duplicate of the kept image, with its number ("" for the
+    kept image)."""
 
 
 @dataclass
@@ -104,6 +136,8 @@ class DuplicateReport:
     """The folder the index's images share (names in exports are relative to it)."""
     k: int = DEFAULT_NEIGHBOURS
     """Neighbours searched per image."""
+    pixels: PixelCheck | None = None
+    """How pixels were checked (None: the cosine alone)."""
 
     @property
     def n_chained(self) -> int:
@@ -143,6 +177,7 @@ class DuplicateReport:
             "n_unassigned": self.n_unassigned,
             "n_chained": self.n_chained,
             "image_root": self.image_root,
+            "pixels": None if self.pixels is None else asdict(self.pixels),
             "clusters": [asdict(c) for c in self.clusters],
         }
 
@@ -155,7 +190,7 @@ class DuplicateReport:
         writer.writerow(
             [
                 "cluster", "id", "name", "path", "caption", "similarity_to_kept", "keep",
-                "cluster_lowest_pair", "cluster_chained",
+                "cluster_lowest_pair", "cluster_chained", "reason",
             ]
         )  # fmt: skip
         for c in self.clusters:
@@ -171,6 +206,7 @@ class DuplicateReport:
                         int(m.keep),
                         f"{c.lowest_pair:.6f}",
                         int(c.chained),
+                        m.reason,
                     ]
                 )
         return out.getvalue()
@@ -180,13 +216,20 @@ class DuplicateReport:
         the threshold against it), by display name and full path."""
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["name", "path", "id", "duplicate_of", "similarity"])
+        writer.writerow(["name", "path", "id", "duplicate_of", "similarity", "reason"])
         for c in self.clusters:
             kept = next(m for m in c.members if m.keep)
             for m in c.members:
                 if not m.keep:
                     writer.writerow(
-                        [self.name(m.path), m.path, m.id, kept.path, f"{m.similarity:.6f}"]
+                        [
+                            self.name(m.path),
+                            m.path,
+                            m.id,
+                            kept.path,
+                            f"{m.similarity:.6f}",
+                            m.reason,
+                        ]
                     )
         return out.getvalue()
 
@@ -206,14 +249,41 @@ class DuplicateReport:
 
 
 @dataclass(frozen=True)
+class PixelCheck:
+    """How pairs are checked by their pixels (:func:`verified_pairs`).
+
+    ``min_alignment``: the alignment (-1..1) that makes a duplicate; ``mirrors``: whether
+    mirror images of each other count (a mirrored copy, but also a "p" and a "q" drawn as
+    mirror images: a curator's choice); ``same_colours``: whether a recoloured picture is
+    another work (a colour-jittered copy then is too: the curator's other choice).
+    """
+
+    min_alignment: float = DEFAULT_MIN_ALIGNMENT
+    mirrors: bool = True
+    same_colours: bool = True
+    """Recoloured pictures (another skin tone, a heart of another colour) are different
+    works: two whole pictures whose grey pixels line up are duplicates only when their
+    colours differ by at most :data:`COLOUR_LIMIT` on average."""
+
+
+@dataclass(frozen=True)
 class DuplicatePairs:
     """Near-duplicate pairs as arrays (20 bytes a pair, so millions fit): ``a`` and ``b``
     (m,) int64 row ids with a < b, ``similarity`` (m,) float32 cosine. Iterates as
-    (row_a, row_b, cosine) tuples."""
+    (row_a, row_b, cosine) tuples. With pixels checked, ``alignment`` (m,) float32 (NaN:
+    a file could not be read) and ``how`` (m,) int8, the :data:`REASONS` code."""
 
     a: np.ndarray
     b: np.ndarray
     similarity: np.ndarray
+    alignment: np.ndarray | None = None
+    how: np.ndarray | None = None
+
+    def reason(self, i: int) -> str:
+        """Why pair ``i`` is proposed, in words with its number."""
+        if self.how is None or self.alignment is None or int(self.how[i]) == 0:
+            return f"{REASONS[0]} (cosine {float(self.similarity[i]):.3f})"
+        return f"{REASONS[int(self.how[i])]} (alignment {float(self.alignment[i]):.3f})"
 
     def __len__(self) -> int:
         return len(self.a)
@@ -277,6 +347,82 @@ def duplicate_pairs(
     return DuplicatePairs(a[first], b[first], s[first])
 
 
+def _union(one: DuplicatePairs, other: DuplicatePairs, n: int) -> DuplicatePairs:
+    a, b = np.concatenate([one.a, other.a]), np.concatenate([one.b, other.b])
+    s = np.concatenate([one.similarity, other.similarity])
+    _, first = np.unique(a * max(n, 1) + b, return_index=True)
+    return DuplicatePairs(a[first], b[first], s[first])
+
+
+def verified_pairs(
+    index: ReplicaIndex,
+    candidates: DuplicatePairs,
+    threshold: float,
+    check: PixelCheck,
+    progress: ProgressCallback | None = None,
+) -> DuplicatePairs:
+    """The candidates that are duplicates: cosine at or above ``threshold``, or pixels
+    aligned (:func:`lib.verification.alignment_parts`, each picture as the query in turn)
+    at ``check.min_alignment`` or more, each with its reason; except *variants*, two whole
+    pictures that line up but differ in colour (``check.same_colours``) or are mirror
+    images (``check.mirrors`` False), which are left out whatever their cosine (the
+    copy-detection model is trained to ignore both). Files outside the index's allowed
+    folders or unreadable are not aligned (their pairs rest on the cosine)."""
+    from lib.allowed_paths import index_roots
+    from lib.verification import (
+        ThumbCache,
+        alignment_parts,
+        candidate_thumb,
+        colour_difference,
+    )
+
+    paths = index.file_paths()
+    roots = index_roots(index)
+    cache: ThumbCache = {}
+    keep, aligned, how = [], [], []
+    for i, (a, b, cosine) in enumerate(candidates):
+        ta, tb = candidate_thumb(paths[a], cache, roots), candidate_thumb(paths[b], cache, roots)
+        best, code, variant = float("nan"), 0, False
+        if ta is not None and tb is not None:
+            one, other = alignment_parts(ta, tb), alignment_parts(tb, ta)
+            ways = {
+                1: max(one["whole"], other["whole"]),
+                2: max(one["mirrored"], other["mirrored"]),
+                3: max(one["crop"], one["pasted"], other["crop"], other["pasted"]),
+            }
+            code = max(ways, key=lambda c: (ways[c], -c))
+            best = ways[code]
+            whole = 2 if ways[2] > ways[1] else 1
+            if ways[whole] >= check.min_alignment:
+                # the same layout: a variant, not a copy, when the curator says so
+                mirrored = whole == 2 and not check.mirrors
+                recoloured = check.same_colours and (
+                    colour_difference(ta, tb, mirrored=whole == 2) > COLOUR_LIMIT
+                )
+                variant = mirrored or recoloured
+        if variant:
+            continue
+        if best >= check.min_alignment:
+            keep.append(i)
+            aligned.append(best)
+            how.append(code)
+        elif cosine >= threshold:
+            keep.append(i)
+            aligned.append(best)
+            how.append(0)
+        if i % 256 == 0:
+            report(progress, i + 1, len(candidates), "checking pixels")
+    report(progress, len(candidates), len(candidates), "checking pixels")
+    rows = np.array(keep, dtype=np.int64)
+    return DuplicatePairs(
+        candidates.a[rows],
+        candidates.b[rows],
+        candidates.similarity[rows],
+        np.array(aligned, dtype=np.float32),
+        np.array(how, dtype=np.int8),
+    )
+
+
 def _keep_order(rows: np.ndarray, degree: np.ndarray, pixels: np.ndarray, keep: str) -> list[int]:
     """``rows`` ordered best first by the keep rule (ties: lowest row)."""
     if keep == "most-linked":
@@ -328,32 +474,52 @@ def find_duplicates(
     progress: ProgressCallback | None = None,
     keep: str = DEFAULT_KEEP_RULE,
     k: int = DEFAULT_NEIGHBOURS,
+    pixels: PixelCheck | None = None,
 ) -> DuplicateReport:
     """Cluster the index's near-duplicates around the images kept.
 
     Args:
         threshold: raw cosine in -1..1; pairs at or above it are near-duplicates. Every
-            image proposed for removal is at or above it against its cluster's kept image.
+            image proposed for removal is at or above it against its cluster's kept image,
+            or (``pixels``) its pixels line up with the kept image's.
         keep: which image a cluster keeps, one of :data:`KEEP_RULES`.
         k: neighbours searched per image (:func:`duplicate_pairs`): an image with more
             than ``k`` near-duplicates is linked to its ``k`` nearest.
+        pixels: also align the pixels of every pair down to cosine
+            :data:`PIXEL_CANDIDATE_COSINE` (:func:`verified_pairs`): finds JPEG, resized,
+            cropped, mirrored and pasted copies that the cosine alone misses. None: the
+            cosine alone.
 
     Raises:
         ValueError: threshold outside -1..1, k below 1, or an unknown keep rule.
+
+    Example:
+        >>> report = find_duplicates(index, PIXELS_COSINE, pixels=PixelCheck())  # doctest: +SKIP
+        >>> report.clusters[0].members[1].reason  # doctest: +SKIP
+        'the pixels line up (alignment 0.981)'
     """
     _check_search(threshold, k)
     if keep not in KEEP_RULES:
         raise ValueError(f"unknown keep rule {keep!r}; choose one of {', '.join(KEEP_RULES)}")
-    pairs = duplicate_pairs(index, threshold, k=k, progress=progress)
+    if pixels is None:
+        pairs = duplicate_pairs(index, threshold, k=k, progress=progress)
+    else:
+        near = duplicate_pairs(
+            index, min(threshold, PIXEL_CANDIDATE_COSINE), k=min(k, PIXEL_NEIGHBOURS),
+            progress=progress,
+        )  # fmt: skip
+        candidates = _union(near, duplicate_pairs(index, threshold, k=k), index.count)
+        pairs = verified_pairs(index, candidates, threshold, pixels, progress)
+    where = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(pairs.a, pairs.b, strict=True))}
     meta = index.metadata
     n = index.count
     degree = pairs.degree(n)
     linked = np.flatnonzero(degree)
-    pixels = (meta["width"].to_numpy() * meta["height"].to_numpy()).astype(np.int64)
+    areas = (meta["width"].to_numpy() * meta["height"].to_numpy()).astype(np.int64)
     ids = meta["id"].to_numpy()
     paths, captions = meta["path"].to_numpy(), meta["caption"].to_numpy()
     clusters = []
-    for keep_row, rows in _kept_groups(n, pairs, _keep_order(linked, degree, pixels, keep)):
+    for keep_row, rows in _kept_groups(n, pairs, _keep_order(linked, degree, areas, keep)):
         vecs = index.get_vectors(np.array(rows))
         to_kept = vecs @ vecs[0]
         members = [
@@ -364,6 +530,11 @@ def find_duplicates(
                 caption=str(captions[r] or ""),
                 similarity=float(s),
                 keep=r == keep_row,
+                reason=(
+                    ""
+                    if r == keep_row
+                    else pairs.reason(where[(min(r, keep_row), max(r, keep_row))])
+                ),
             )
             for r, s in zip(rows, to_kept, strict=True)
         ]
@@ -378,7 +549,8 @@ def find_duplicates(
                 min(others),
                 lowest,
                 lowest_pair_ids=(int(ids[rows[i]]), int(ids[rows[j]])),
-                chained=lowest < threshold - 1e-6,
+                chained=lowest < threshold - 1e-6
+                and (min(rows[i], rows[j]), max(rows[i], rows[j])) not in where,
             )
         )
     clusters.sort(key=lambda c: (-c.size, -c.max_similarity, c.members[0].row))
@@ -393,6 +565,7 @@ def find_duplicates(
         n_linked=len(linked),
         image_root=_image_root(meta["path"].astype(str).tolist()),
         k=k,
+        pixels=pixels,
     )
 
 

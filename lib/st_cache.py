@@ -6,6 +6,7 @@ Models and indexes are loaded once per process and shared read-only between sess
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -18,12 +19,14 @@ from lib.duplicates import (
     DEFAULT_NEIGHBOURS,
     ContaminationReport,
     DuplicateReport,
+    PixelCheck,
     find_contamination,
     find_duplicates,
 )
 from lib.embedders import Embedder
 from lib.images import ImageLoadError, load_image
 from lib.index import ReplicaIndex, open_index
+from lib.progress import ProgressCallback
 from lib.projection import (
     INFO_FILE,
     MAX_DRAWN,
@@ -121,17 +124,32 @@ def cached_map_points(
     return map_table(projection, index.metadata, groups, positions, index.manifest.sources)
 
 
-@st.cache_data(show_spinner="Finding near-duplicates…", max_entries=16)
 def cached_duplicates(
     path: str,
     mtime: float,
     threshold: float,
     keep: str = DEFAULT_KEEP_RULE,
     k: int = DEFAULT_NEIGHBOURS,
+    pixels: PixelCheck | None = None,
+    progress: ProgressCallback | None = None,
 ) -> DuplicateReport:
-    """Near-duplicate clusters of an index at a cosine threshold, keep rule and neighbours
-    per image, computed once per combination."""
-    return find_duplicates(cached_index(path, mtime), threshold, keep=keep, k=k)
+    """Near-duplicate clusters of an index at a cosine threshold, keep rule, neighbours
+    per image and pixel check, computed once per combination in this session (the last
+    :data:`DUPLICATE_REPORTS` kept). Not a ``st.cache_data`` function: ``progress`` draws
+    on the page while the work runs, which a cached function may not do."""
+    key = (path, mtime, threshold, keep, k, pixels)
+    memo: dict[Any, DuplicateReport] = st.session_state.setdefault("_duplicate_reports", {})
+    if key not in memo:
+        index = cached_index(path, mtime)
+        memo[key] = find_duplicates(index, threshold, keep=keep, k=k, pixels=pixels,
+                                    progress=progress)  # fmt: skip
+        while len(memo) > DUPLICATE_REPORTS:
+            memo.pop(next(iter(memo)))
+    return memo[key]
+
+
+DUPLICATE_REPORTS = 8
+"""Duplicate reports kept per session by :func:`cached_duplicates`."""
 
 
 @st.cache_data(show_spinner="Searching this index's images in the other index…", max_entries=8)

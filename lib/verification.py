@@ -54,17 +54,39 @@ class GreyThumb:
     whole: np.ndarray
     base: np.ndarray
     thumb: Image.Image
+    colour: np.ndarray | None = None
+    """(16, 16, 3) float32 RGB, the picture squashed to a square: what two pictures whose
+    grey pixels line up still differ in (a recoloured sibling, another skin tone)."""
+
+
+COLOUR_SIDE = 16
+"""Side (px) of :attr:`GreyThumb.colour`."""
 
 
 def grey_thumb(image: Image.Image) -> GreyThumb:
     """The grey arrays of an RGB picture (any size; squashed to squares)."""
     grey = image.convert("L")
     grey.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+    small = image.convert("RGB").resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX)
     return GreyThumb(
         whole=_square(grey, WHOLE_SIZE),
         base=_square(grey, WINDOW_SIZE),
         thumb=grey,
+        colour=np.asarray(small, np.float32),
     )
+
+
+def colour_difference(a: GreyThumb, b: GreyThumb, *, mirrored: bool = False) -> float:
+    """Mean absolute difference (0..255) of the two pictures' colours, pixel by pixel,
+    each channel taken from its own mean first, so that a brighter or darker copy does
+    not differ but another colouring of some parts does (``b`` mirrored first when
+    ``mirrored``); NaN when either has no colour thumbnail."""
+    if a.colour is None or b.colour is None:
+        return float("nan")
+    other = b.colour[:, ::-1] if mirrored else b.colour
+    one = a.colour - a.colour.mean(axis=(0, 1))
+    two = other - other.mean(axis=(0, 1))
+    return float(np.abs(one - two).mean())
 
 
 def _square(grey: Image.Image, side: int) -> np.ndarray:
@@ -90,12 +112,30 @@ def alignment(query: GreyThumb, candidate: GreyThumb) -> float:
     """How well the two pictures' pixels line up: the best NCC (-1..1) over the whole
     pictures (as they are and mirrored), the query as a window of the candidate, and
     the candidate as a window of the query (module docstring)."""
-    best = max(_ncc(query.whole, candidate.whole), _ncc(query.whole[:, ::-1], candidate.whole))
-    for scale in CROP_SCALES:
-        best = max(best, _best_window(candidate.base, _square(query.thumb, _side(scale))))
-    for scale in PASTE_SCALES:
-        best = max(best, _best_window(query.base, _square(candidate.thumb, _side(scale))))
-    return best
+    return max(alignment_parts(query, candidate).values())
+
+
+ALIGNMENT_PARTS = ("whole", "mirrored", "crop", "pasted")
+"""How two pictures can line up: whole against whole, whole against the other mirrored,
+the query as a window of the candidate (a crop), the candidate as a window of the query
+(pasted into a new scene)."""
+
+
+def alignment_parts(query: GreyThumb, candidate: GreyThumb) -> dict[str, float]:
+    """The best NCC (-1..1) of each way in :data:`ALIGNMENT_PARTS`; :func:`alignment` is
+    their maximum."""
+    crop = max(
+        _best_window(candidate.base, _square(query.thumb, _side(scale))) for scale in CROP_SCALES
+    )
+    pasted = max(
+        _best_window(query.base, _square(candidate.thumb, _side(scale))) for scale in PASTE_SCALES
+    )
+    return {
+        "whole": _ncc(query.whole, candidate.whole),
+        "mirrored": _ncc(query.whole[:, ::-1], candidate.whole),
+        "crop": crop,
+        "pasted": pasted,
+    }
 
 
 def _side(scale: float) -> int:

@@ -21,9 +21,12 @@ from lib.duplicates import (
     DEFAULT_KEEP_RULE,
     DEFAULT_NEIGHBOURS,
     KEEP_RULES,
+    PIXEL_LIMIT,
+    PIXELS_COSINE,
     ContaminationReport,
     DuplicateCluster,
     DuplicateReport,
+    PixelCheck,
 )
 from lib.index import EmbedderMismatch, ReplicaIndex
 from lib.st_cache import (
@@ -32,7 +35,7 @@ from lib.st_cache import (
     cached_thumbnail,
     manifest_mtime,
 )
-from pages.common import INDEX_KEY, current_index, show_error
+from pages.common import INDEX_KEY, current_index, show_error, streamlit_progress
 
 MODES = ["Near-duplicates inside this index", "This index's images in another index"]
 # Clusters per page.
@@ -85,6 +88,8 @@ def show_cluster(cluster: DuplicateCluster, report: DuplicateReport) -> None:
             col.caption(f"{label} ({unread_reason(m.path, app_roots())})")
         else:
             col.image(thumb, caption=label)
+        if m.reason:
+            col.caption(m.reason[:1].upper() + m.reason[1:])
     if hidden:
         st.caption(f"… and {hidden} more in this cluster (all listed in the CSV).")
 
@@ -113,7 +118,8 @@ def show_clusters_page(report: DuplicateReport) -> None:
 def inside(index: ReplicaIndex, path: str) -> None:
     """Near-duplicate clusters inside ``index`` (the index at ``path``)."""
     st.caption(
-        "Images whose embeddings are at least this similar (cosine) are near-duplicates. Each "
+        "Images whose pixels line up (when pixels are checked) or whose embeddings are at least "
+        "this similar (cosine) are near-duplicates; each image says why it was proposed. Each "
         "cluster keeps one image (by the rule you pick) and proposes for removal only images "
         "at or above the threshold against that kept image; images linked only through "
         "others are never proposed. SSCD scores above about 0.85 are usually crops, resizes "
@@ -121,6 +127,39 @@ def inside(index: ReplicaIndex, path: str) -> None:
         "on white) unrelated images can score that high too: look at the clusters before "
         "removing anything."
     )
+    if "dup_pixels" not in st.session_state:
+        st.session_state["dup_pixels"] = index.count <= PIXEL_LIMIT
+    if "dup_threshold" not in st.session_state:
+        st.session_state["dup_threshold"] = threshold_default()
+    pixels_on = st.toggle(
+        "Check pixels too (finds JPEG, resized, cropped, mirrored and pasted copies)",
+        key="dup_pixels",
+        on_change=pixels_changed,
+        help="Each image's pixels are lined up with its nearest images' (down to cosine 0.4): "
+        "an edit that only degrades a picture moves the copy-detection model more than its "
+        f"pixels. About 5 ms a pair; on by default up to {PIXEL_LIMIT:,} images.",
+    )
+    pixels = None
+    if pixels_on:
+        choices = st.columns(2)
+        mirrors = choices[0].checkbox(
+            "Mirror images are duplicates",
+            value=True,
+            key="dup_mirrors",
+            on_change=reset_paging,
+            help="A mirrored copy is a copy; but a 'p' and a 'q', or a left and a right "
+            "arrow, are mirror images too. Untick to keep mirror images apart.",
+        )
+        recoloured = choices[1].checkbox(
+            "Pictures that differ only in colour are duplicates",
+            value=False,
+            key="dup_recoloured",
+            on_change=reset_paging,
+            help="Another skin tone or a heart of another colour: by default a different "
+            "work. Tick to count recoloured pictures (and colour-shifted copies) as "
+            "duplicates.",
+        )
+        pixels = PixelCheck(mirrors=mirrors, same_colours=not recoloured)
     controls = st.columns([3, 2, 1])
     with controls[1]:
         keep_rule = st.selectbox(
@@ -136,7 +175,11 @@ def inside(index: ReplicaIndex, path: str) -> None:
     threshold = threshold_slider(controls[0], "dup_threshold")
     k = neighbours_input(controls[2], "dup_k")
     try:
-        report = cached_duplicates(path, manifest_mtime(path), threshold, keep_rule, k)
+        callback, bar = streamlit_progress("Finding near-duplicates")
+        report = cached_duplicates(
+            path, manifest_mtime(path), threshold, keep_rule, k, pixels, progress=callback
+        )
+        bar.empty()
     except (ValueError, MemoryError, RuntimeError) as exc:
         show_error("Duplicates could not be computed", exc)
         return
@@ -203,16 +246,30 @@ def inside(index: ReplicaIndex, path: str) -> None:
     show_clusters_page(report)
 
 
+def threshold_default() -> float:
+    """The cosine that makes a duplicate on its own: higher when pixels are checked
+    (they find the edited copies; the cosine then only adds near-identical pictures)."""
+    return PIXELS_COSINE if st.session_state.get("dup_pixels") else DEFAULT_DUPLICATE_THRESHOLD
+
+
+def pixels_changed() -> None:
+    st.session_state["dup_threshold"] = threshold_default()
+    reset_paging()
+
+
 def threshold_slider(where: Any, key: str) -> float:
+    if key not in st.session_state:
+        st.session_state[key] = DEFAULT_DUPLICATE_THRESHOLD
     value = where.slider(
         "Similarity threshold (cosine)",
         min_value=0.5,
         max_value=1.0,
-        value=DEFAULT_DUPLICATE_THRESHOLD,
         step=0.01,
         key=key,
         on_change=reset_paging,
-        help="Lower finds more (and looser) duplicates.",
+        help="Pairs at or above this cosine are duplicates on the embedding alone; lower "
+        "finds more (and looser) ones. With pixels checked, pairs whose pixels line up are "
+        "duplicates whatever their cosine.",
     )
     return round(float(value), 2)
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -133,7 +134,7 @@ def test_exports_give_a_display_name_and_the_full_path(tmp_path: Path) -> None:
     table = list(csv.DictReader(io.StringIO(report.csv_text())))
     assert list(table[0]) == [
         "cluster", "id", "name", "path", "caption", "similarity_to_kept", "keep",
-        "cluster_lowest_pair", "cluster_chained",
+        "cluster_lowest_pair", "cluster_chained", "reason",
     ]  # fmt: skip
 
 
@@ -273,3 +274,66 @@ def test_contamination_refuses_indexes_of_different_embedders(
         find_contamination(pixels, open_index(train_and_test[0]))
     out = run_cli("duplicates", str(pixels.path), "--against", str(train_and_test[0]))
     assert out.returncode == 2 and "'pixels'" in out.stderr and "sscd-distilled" in out.stderr
+
+
+def test_pixels_find_the_edits_a_curator_means_and_spare_recoloured_siblings(
+    tmp_path: Path,
+) -> None:
+    """Planted copies of distinct scenes, one per kind of edit, and a recoloured sibling
+    (the same drawing in other colours, as skin tones are): with pixels checked each copy
+    is proposed with its reason, the sibling is not (unless recoloured pictures count),
+    and mirrored copies are left out when mirrors are different works."""
+    from PIL import ImageOps
+
+    from lib.bench.edits import composed, crop70, jpeg25
+    from lib.duplicates import PIXELS_COSINE, PixelCheck
+
+    folder = tmp_path / "train"
+    write_scenes(folder, range(40))
+    rng = np.random.default_rng(0)
+    source = {k: scene(k) for k in range(6)}
+    planted = {
+        "jpeg": jpeg25(source[0], rng),
+        "resize": source[1].resize((53, 40)).resize(source[1].size),
+        "crop": crop70(source[2], rng),
+        "mirror": ImageOps.mirror(source[3]),
+        "pasted": composed(source[4], rng, scene(99, (320, 240))),
+    }
+    for kind, image in planted.items():
+        image.convert("RGB").save(folder / f"copy_{kind}.png")
+    # the same drawing in other colours: luminance kept, chroma turned a quarter round
+    y, cb, cr = (np.asarray(c, np.float32) for c in source[5].convert("YCbCr").split())
+    chroma = (y, 128 - (cr - 128), 128 + (cb - 128))
+    bands = [Image.fromarray(np.clip(c, 0, 255).astype(np.uint8)) for c in chroma]
+    Image.merge("YCbCr", bands).convert("RGB").save(folder / "sibling_recoloured.png")
+    index = build_index(folder, tmp_path / "idx", embedder="sscd-distilled").index
+    names = [Path(p).name for p in index.metadata["path"].astype(str)]
+    expected = {
+        "jpeg": ("img_0000.png", "pixels line up"),
+        "resize": ("img_0001.png", "pixels line up"),
+        "crop": ("img_0002.png", "part of the other"),
+        "mirror": ("img_0003.png", "mirror images"),
+        "pasted": ("img_0004.png", "part of the other"),
+    }
+
+    def proposed(report: Any) -> dict[frozenset[str], str]:
+        return {
+            frozenset((names[a], names[b])): report.pairs.reason(i)
+            for i, (a, b, _) in enumerate(report.pairs)
+        }
+
+    by_pixels = proposed(find_duplicates(index, PIXELS_COSINE, pixels=PixelCheck()))
+    for kind, (original, words) in expected.items():
+        reason = by_pixels.get(frozenset((f"copy_{kind}.png", original)))
+        assert reason is not None and words in reason, (kind, reason)
+    sibling = frozenset(("sibling_recoloured.png", "img_0005.png"))
+    assert sibling not in by_pixels, "another colouring of a drawing is another work"
+    assert len(by_pixels) == len(expected), f"nothing else is proposed: {by_pixels}"
+    anything = proposed(
+        find_duplicates(index, PIXELS_COSINE, pixels=PixelCheck(same_colours=False))
+    )
+    assert sibling in anything
+    no_mirrors = proposed(find_duplicates(index, PIXELS_COSINE, pixels=PixelCheck(mirrors=False)))
+    assert frozenset(("copy_mirror.png", "img_0003.png")) not in no_mirrors
+    by_cosine = proposed(find_duplicates(index, 0.85))
+    assert len(by_cosine) < len(expected), "the cosine alone misses some of these copies"

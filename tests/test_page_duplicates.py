@@ -13,7 +13,12 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from lib.duplicates import DEFAULT_DUPLICATE_THRESHOLD, find_duplicates
+from lib.duplicates import (
+    DEFAULT_DUPLICATE_THRESHOLD,
+    PIXELS_COSINE,
+    PixelCheck,
+    find_duplicates,
+)
 from lib.index import build_index, open_index
 from tests.synthetic import scene, write_scenes
 
@@ -33,10 +38,37 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_index(folder, root / "idx", embedder="sscd-distilled").index.path
 
 
-def page(index_path: Path) -> AppTest:
+def page(index_path: Path, *, pixels: bool = False) -> AppTest:
+    """The page on ``index_path``, by default with the cosine alone (the pixel check,
+    on by default for small indexes, has tests of its own)."""
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.session_state["index_path"] = str(index_path)
+    at.session_state["dup_pixels"] = pixels
     return at.run()
+
+
+def test_pixels_are_checked_by_default_and_each_image_says_why(planted: Path) -> None:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["index_path"] = str(planted)
+    at.run()
+    assert not at.exception
+    assert at.toggle(key="dup_pixels").value, "on by default for a small index"
+    assert at.slider(key="dup_threshold").value == pytest.approx(PIXELS_COSINE)
+    expected = find_duplicates(open_index(planted), PIXELS_COSINE, pixels=PixelCheck())
+    removed = sorted(Path(m.path).name for c in expected.clusters for m in c.members if not m.keep)
+    assert (
+        "dupA_crop.png" in removed and "dupB_bright.png" in removed
+    ) or "img_0007.png" in removed
+    starts = ("The pixels line up", "Mirror images", "One is a part", "Near-identical")
+    reasons = [c.value for c in at.caption if c.value.startswith(starts)]
+    assert len(reasons) == len(removed), "every image proposed says why"
+    assert {m.label: m.value for m in at.metric}["Removable"] == str(len(removed))
+    at.toggle(key="dup_pixels").set_value(False).run()
+    assert at.slider(key="dup_threshold").value == pytest.approx(DEFAULT_DUPLICATE_THRESHOLD)
+    at.toggle(key="dup_pixels").set_value(True).run()
+    at.checkbox(key="dup_mirrors").uncheck().run()
+    at.checkbox(key="dup_recoloured").check().run()
+    assert not at.exception
 
 
 def image_captions(at: AppTest) -> list[str]:
