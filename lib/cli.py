@@ -504,10 +504,6 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         find_duplicates,
     )
 
-    if args.against:
-        if args.threshold is None:
-            args.threshold = DEFAULT_DUPLICATE_THRESHOLD
-        return _contamination(args)
     index = _open(args.index_dir)
     pixels = None
     if args.pixels == "on" or (args.pixels == "auto" and index.count <= PIXEL_LIMIT):
@@ -518,6 +514,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         )
     if args.threshold is None:
         args.threshold = DEFAULT_DUPLICATE_THRESHOLD if pixels is None else PIXELS_COSINE
+    if args.against:
+        return _contamination(args, index, pixels)
     with _progress(args, "nearest neighbours") as progress:
         report = find_duplicates(
             index,
@@ -576,13 +574,13 @@ def _write_report(report: Any, out_arg: str | None) -> None:
         report.write_json(out.with_suffix(".json"))
 
 
-def _contamination(args: argparse.Namespace) -> int:
+def _contamination(args: argparse.Namespace, index: Any, pixels: Any) -> int:
     from lib.duplicates import find_contamination
 
-    index, other = _open(args.index_dir), _open(args.against)
+    other = _open(args.against)
     with _progress(args, f"searching {other.path.name}") as progress:
         report = find_contamination(
-            index, other, threshold=args.threshold, k=args.k, progress=progress
+            index, other, threshold=args.threshold, k=args.k, progress=progress, pixels=pixels
         )
     _write_report(report, args.out)
     if args.json:
@@ -591,10 +589,12 @@ def _contamination(args: argparse.Namespace) -> int:
     print(
         f"{report.n_contaminated} of {report.n_images} images of {index.path.name} "
         f"({report.contaminated_share:.1%}) are in {other.path.name} at cosine >= "
-        f"{args.threshold} ({len(report.matches)} pair(s), {report.k} nearest searched)"
+        f"{args.threshold}{' or with their pixels aligned' if pixels else ''} "
+        f"({len(report.matches)} pair(s), {report.k} nearest searched)"
     )
     for m in report.matches[:50]:
-        print(f"  {m.cosine:.3f}  {m.path}  ->  {m.other_path}")
+        why = f"  ({m.reason})" if m.reason else ""
+        print(f"  {m.cosine:.3f}  {m.path}  ->  {m.other_path}{why}")
     if len(report.matches) > 50:
         print(f"  ... and {len(report.matches) - 50} more (--out FILE writes them all)")
     if args.out:
@@ -791,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="also align the pixels of each image with its neighbours down to cosine "
         f"{PIXEL_CANDIDATE_COSINE}: finds JPEG, resized, cropped, mirrored and pasted copies "
-        f"(auto: on up to {PIXEL_LIMIT:,} images; not with --against)",
+        f"(auto: on up to {PIXEL_LIMIT:,} images of INDEX_DIR; with --against too)",
     )
     dup.add_argument(
         "--min-alignment",

@@ -31,12 +31,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lib.index import EmbedderMismatch, ReplicaIndex
 from lib.progress import ProgressCallback, report
+
+if TYPE_CHECKING:
+    from lib.verification import GreyThumb
 
 DEFAULT_DUPLICATE_THRESHOLD = 0.85
 """Raw cosine above which two indexed images count as near-duplicates (SSCD)."""
@@ -66,11 +69,13 @@ duplicate."""
 PIXEL_LIMIT = 50_000
 """Above this many images the CLI and the app check the embedding only (about 2 pairs an
 image are aligned at 5 ms a pair: 50,000 images take about 8 minutes on 2 cores)."""
-COLOUR_LIMIT = 6.0
+COLOUR_LIMIT = 8.0
 """Mean absolute colour difference (0..255, 16 x 16 RGB, each channel less its mean:
 :func:`lib.verification.colour_difference`) above which two whole pictures that line up
 are recoloured variants, not copies: JPEG 25, 1/3 downscales and flips of the peers
-benchmark differ by 0-5.6, skin-tone and recoloured siblings by 7.5-43."""
+benchmark differ by 0-5.6 (a 95% crop of a busy picture, resized back, by 7.4: pixels
+that move a little change colour too), skin-tone siblings by 10-22 and recoloured ones by
+7.5-43 (one pair of 22 under the limit)."""
 REASONS = {
     0: "near-identical to the copy-detection model",
     1: "the pixels line up",
@@ -354,6 +359,46 @@ def _union(one: DuplicatePairs, other: DuplicatePairs, n: int) -> DuplicatePairs
     return DuplicatePairs(a[first], b[first], s[first])
 
 
+def judge_pair(
+    one: GreyThumb | None,
+    other: GreyThumb | None,
+    cosine: float,
+    threshold: float,
+    check: PixelCheck,
+) -> tuple[float, int] | None:
+    """Whether two pictures are duplicates under ``check``: (alignment, :data:`REASONS`
+    code) when they are, None when not (below both rules, or a variant: two whole
+    pictures that line up but differ in colour or, when mirrors differ, are mirror
+    images). Either thumbnail None (unreadable): the cosine alone decides."""
+    from lib.verification import alignment_parts, colour_difference
+
+    best, code, variant = float("nan"), 0, False
+    if one is not None and other is not None:
+        a, b = alignment_parts(one, other), alignment_parts(other, one)
+        ways = {
+            1: max(a["whole"], b["whole"]),
+            2: max(a["mirrored"], b["mirrored"]),
+            3: max(a["crop"], a["pasted"], b["crop"], b["pasted"]),
+        }
+        code = max(ways, key=lambda c: (ways[c], -c))
+        best = ways[code]
+        whole = 2 if ways[2] > ways[1] else 1
+        if ways[whole] >= check.min_alignment:
+            # the same layout: a variant, not a copy, when the curator says so
+            mirrored = whole == 2 and not check.mirrors
+            recoloured = check.same_colours and (
+                colour_difference(one, other, mirrored=whole == 2) > COLOUR_LIMIT
+            )
+            variant = mirrored or recoloured
+    if variant:
+        return None
+    if best >= check.min_alignment:
+        return best, code
+    if cosine >= threshold:
+        return best, 0
+    return None
+
+
 def verified_pairs(
     index: ReplicaIndex,
     candidates: DuplicatePairs,
@@ -369,12 +414,7 @@ def verified_pairs(
     copy-detection model is trained to ignore both). Files outside the index's allowed
     folders or unreadable are not aligned (their pairs rest on the cosine)."""
     from lib.allowed_paths import index_roots
-    from lib.verification import (
-        ThumbCache,
-        alignment_parts,
-        candidate_thumb,
-        colour_difference,
-    )
+    from lib.verification import ThumbCache, candidate_thumb
 
     paths = index.file_paths()
     roots = index_roots(index)
@@ -382,34 +422,11 @@ def verified_pairs(
     keep, aligned, how = [], [], []
     for i, (a, b, cosine) in enumerate(candidates):
         ta, tb = candidate_thumb(paths[a], cache, roots), candidate_thumb(paths[b], cache, roots)
-        best, code, variant = float("nan"), 0, False
-        if ta is not None and tb is not None:
-            one, other = alignment_parts(ta, tb), alignment_parts(tb, ta)
-            ways = {
-                1: max(one["whole"], other["whole"]),
-                2: max(one["mirrored"], other["mirrored"]),
-                3: max(one["crop"], one["pasted"], other["crop"], other["pasted"]),
-            }
-            code = max(ways, key=lambda c: (ways[c], -c))
-            best = ways[code]
-            whole = 2 if ways[2] > ways[1] else 1
-            if ways[whole] >= check.min_alignment:
-                # the same layout: a variant, not a copy, when the curator says so
-                mirrored = whole == 2 and not check.mirrors
-                recoloured = check.same_colours and (
-                    colour_difference(ta, tb, mirrored=whole == 2) > COLOUR_LIMIT
-                )
-                variant = mirrored or recoloured
-        if variant:
-            continue
-        if best >= check.min_alignment:
+        verdict = judge_pair(ta, tb, cosine, threshold, check)
+        if verdict is not None:
             keep.append(i)
-            aligned.append(best)
-            how.append(code)
-        elif cosine >= threshold:
-            keep.append(i)
-            aligned.append(best)
-            how.append(0)
+            aligned.append(verdict[0])
+            how.append(verdict[1])
         if i % 256 == 0:
             report(progress, i + 1, len(candidates), "checking pixels")
     report(progress, len(candidates), len(candidates), "checking pixels")
@@ -587,10 +604,12 @@ class ContaminationMatch:
     other_path: str
     other_caption: str
     cosine: float
+    reason: str = ""
+    """Why it is proposed, with pixels checked ("" otherwise)."""
 
 
 CONTAMINATION_COLUMNS = (
-    "id", "path", "caption", "other_id", "other_path", "other_caption", "cosine",
+    "id", "path", "caption", "other_id", "other_path", "other_caption", "cosine", "reason",
 )  # fmt: skip
 
 
@@ -680,6 +699,7 @@ def find_contamination(
     k: int = DEFAULT_NEIGHBOURS,
     chunk: int = 4096,
     progress: ProgressCallback | None = None,
+    pixels: PixelCheck | None = None,
 ) -> ContaminationReport:
     """Images of ``index`` (a test set) that also appear in ``other`` (a training set).
 
@@ -687,6 +707,9 @@ def find_contamination(
     (:meth:`ReplicaIndex.search_vectors`, ``chunk`` images at a time); pairs at or above
     ``threshold`` (raw cosine, -1..1) are kept. An image with more than ``k`` copies in
     ``other`` lists its ``k`` nearest. Memory: one chunk of results plus the pairs kept.
+    ``pixels``: the rules of :func:`find_duplicates` (pairs down to cosine
+    :data:`PIXEL_CANDIDATE_COSINE` among the :data:`PIXEL_NEIGHBOURS` nearest are aligned,
+    variants left out), each match with its reason.
 
     Raises:
         EmbedderMismatch: the two indexes were made by different embedders.
@@ -697,16 +720,22 @@ def find_contamination(
     n = index.count
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     hits = 0
+    floor = threshold if pixels is None else min(threshold, PIXEL_CANDIDATE_COSINE)
     for start in range(0, n if other.count else 0, chunk):
         rows = np.arange(start, min(n, start + chunk), dtype=np.int64)
         sims, ids = other.search_vectors(
             index.get_vectors(rows), min(k, other.count), nprobe=DUPLICATES_NPROBE
         )
-        q, j = np.nonzero((sims >= np.float32(threshold)) & (ids >= 0))
+        near = np.arange(sims.shape[1])[None, :] < (k if pixels is None else PIXEL_NEIGHBOURS)
+        keep = (ids >= 0) & ((sims >= np.float32(threshold)) | (near & (sims >= floor)))
+        q, j = np.nonzero(keep)
         found.append((rows[q], ids[q, j], sims[q, j]))
         hits += len(set(rows[q].tolist()))
-        report(progress, int(rows[-1]) + 1, n, f"{hits:,} found in the other index")
-    matches = _contamination_matches(index, other, found)
+        report(progress, int(rows[-1]) + 1, n, f"{len(q):,} candidate pairs")
+    reasons: list[str] | None = None
+    if pixels is not None and found:
+        found, reasons = _verified_matches(index, other, found, threshold, pixels, progress)
+    matches = _contamination_matches(index, other, found, reasons)
     return ContaminationReport(
         index=str(index.path),
         other=str(other.path),
@@ -718,10 +747,48 @@ def find_contamination(
     )
 
 
+def _verified_matches(
+    index: ReplicaIndex,
+    other: ReplicaIndex,
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    threshold: float,
+    check: PixelCheck,
+    progress: ProgressCallback | None,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], list[str]]:
+    """The candidate (rows, other rows, cosines) that are duplicates under ``check``
+    (:func:`judge_pair`), and each one's reason."""
+    from lib.allowed_paths import index_roots
+    from lib.verification import ThumbCache, candidate_thumb
+
+    rows = np.concatenate([f[0] for f in found])
+    others = np.concatenate([f[1] for f in found])
+    sims = np.concatenate([f[2] for f in found])
+    paths, other_paths = index.file_paths(), other.file_paths()
+    roots, other_roots = index_roots(index), index_roots(other)
+    cache: ThumbCache = {}
+    keep, reasons = [], []
+    for i, (r, o, cosine) in enumerate(zip(rows.tolist(), others.tolist(), sims.tolist(),
+                                           strict=True)):  # fmt: skip
+        one = candidate_thumb(paths[r], cache, roots)
+        two = candidate_thumb(other_paths[o], cache, other_roots)
+        verdict = judge_pair(one, two, cosine, threshold, check)
+        if verdict is not None:
+            keep.append(i)
+            pair = DuplicatePairs(np.zeros(1), np.zeros(1), np.array([cosine], np.float32),
+                                  np.array([verdict[0]], np.float32),
+                                  np.array([verdict[1]], np.int8))  # fmt: skip
+            reasons.append(pair.reason(0))
+        if i % 256 == 0:
+            report(progress, i + 1, len(rows), "checking pixels")
+    kept = np.array(keep, dtype=np.int64)
+    return [(rows[kept], others[kept], sims[kept])], reasons
+
+
 def _contamination_matches(
     index: ReplicaIndex,
     other: ReplicaIndex,
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    reasons: list[str] | None = None,
 ) -> list[ContaminationMatch]:
     """The found (rows, other rows, cosines) as matches: images by best cosine (then
     row), each image's matches best first."""
@@ -749,6 +816,7 @@ def _contamination_matches(
                 other_path=str(ometa["path"].iloc[o]),
                 other_caption=str(ometa["caption"].iloc[o] or ""),
                 cosine=float(sims[i]),
+                reason=reasons[i] if reasons is not None else "",
             )
         )
     return out
