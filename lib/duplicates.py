@@ -626,6 +626,8 @@ class ContaminationReport:
     n_images: int
     n_other: int
     matches: list[ContaminationMatch] = field(default_factory=list)
+    pixels: PixelCheck | None = None
+    """How pixels were checked (None: the cosine alone)."""
 
     @property
     def n_contaminated(self) -> int:
@@ -646,6 +648,7 @@ class ContaminationReport:
             "n_images": self.n_images,
             "n_other": self.n_other,
             "n_contaminated": self.n_contaminated,
+            "pixels": None if self.pixels is None else asdict(self.pixels),
             "n_matches": len(self.matches),
             "matches": [{c: getattr(m, c) for c in CONTAMINATION_COLUMNS} for m in self.matches],
         }
@@ -744,6 +747,7 @@ def find_contamination(
         n_images=n,
         n_other=other.count,
         matches=matches,
+        pixels=pixels,
     )
 
 

@@ -152,7 +152,6 @@ DUPLICATE_REPORTS = 8
 """Duplicate reports kept per session by :func:`cached_duplicates`."""
 
 
-@st.cache_data(show_spinner="Searching this index's images in the other index…", max_entries=8)
 def cached_contamination(
     path: str,
     mtime: float,
@@ -160,9 +159,23 @@ def cached_contamination(
     other_mtime: float,
     threshold: float,
     k: int = DEFAULT_NEIGHBOURS,
+    pixels: PixelCheck | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ContaminationReport:
     """The images of the index at ``path`` found in the index at ``other``
-    (:func:`lib.duplicates.find_contamination`), computed once per combination."""
-    return find_contamination(
-        cached_index(path, mtime), cached_index(other, other_mtime), threshold, k=k
-    )
+    (:func:`lib.duplicates.find_contamination`), computed once per combination in this
+    session (as :func:`cached_duplicates`, so that ``progress`` may draw)."""
+    key = (path, mtime, other, other_mtime, threshold, k, pixels)
+    memo: dict[Any, ContaminationReport] = st.session_state.setdefault("_contamination_reports", {})
+    if key not in memo:
+        memo[key] = find_contamination(
+            cached_index(path, mtime),
+            cached_index(other, other_mtime),
+            threshold,
+            k=k,
+            pixels=pixels,
+            progress=progress,
+        )
+        while len(memo) > DUPLICATE_REPORTS:
+            memo.pop(next(iter(memo)))
+    return memo[key]

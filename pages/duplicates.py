@@ -32,6 +32,7 @@ from lib.index import EmbedderMismatch, ReplicaIndex
 from lib.st_cache import (
     cached_contamination,
     cached_duplicates,
+    cached_index,
     cached_thumbnail,
     manifest_mtime,
 )
@@ -127,39 +128,7 @@ def inside(index: ReplicaIndex, path: str) -> None:
         "on white) unrelated images can score that high too: look at the clusters before "
         "removing anything."
     )
-    if "dup_pixels" not in st.session_state:
-        st.session_state["dup_pixels"] = index.count <= PIXEL_LIMIT
-    if "dup_threshold" not in st.session_state:
-        st.session_state["dup_threshold"] = threshold_default()
-    pixels_on = st.toggle(
-        "Check pixels too (finds JPEG, resized, cropped, mirrored and pasted copies)",
-        key="dup_pixels",
-        on_change=pixels_changed,
-        help="Each image's pixels are lined up with its nearest images' (down to cosine 0.4): "
-        "an edit that only degrades a picture moves the copy-detection model more than its "
-        f"pixels. About 5 ms a pair; on by default up to {PIXEL_LIMIT:,} images.",
-    )
-    pixels = None
-    if pixels_on:
-        choices = st.columns(2)
-        mirrors = choices[0].checkbox(
-            "Mirror images are duplicates",
-            value=True,
-            key="dup_mirrors",
-            on_change=reset_paging,
-            help="A mirrored copy is a copy; but a 'p' and a 'q', or a left and a right "
-            "arrow, are mirror images too. Untick to keep mirror images apart.",
-        )
-        recoloured = choices[1].checkbox(
-            "Pictures that differ only in colour are duplicates",
-            value=False,
-            key="dup_recoloured",
-            on_change=reset_paging,
-            help="Another skin tone or a heart of another colour: by default a different "
-            "work. Tick to count recoloured pictures (and colour-shifted copies) as "
-            "duplicates.",
-        )
-        pixels = PixelCheck(mirrors=mirrors, same_colours=not recoloured)
+    pixels = pixel_controls(index.count, "dup", "dup_threshold")
     controls = st.columns([3, 2, 1])
     with controls[1]:
         keep_rule = st.selectbox(
@@ -246,14 +215,55 @@ def inside(index: ReplicaIndex, path: str) -> None:
     show_clusters_page(report)
 
 
-def threshold_default() -> float:
+def pixel_controls(count: int, prefix: str, threshold_key: str) -> PixelCheck | None:
+    """The pixel check's toggle (on by default up to :data:`PIXEL_LIMIT` images) and the
+    curator's two choices (mirror images, recoloured pictures); keys start with
+    ``prefix``. Also sets the threshold slider's default for the mode (``threshold_key``):
+    with pixels checked the cosine alone adds only near-identical pictures."""
+    toggle_key = f"{prefix}_pixels"
+    if toggle_key not in st.session_state:
+        st.session_state[toggle_key] = count <= PIXEL_LIMIT
+    if threshold_key not in st.session_state:
+        st.session_state[threshold_key] = threshold_default(toggle_key)
+    on = st.toggle(
+        "Check pixels too (finds JPEG, resized, cropped, mirrored and pasted copies)",
+        key=toggle_key,
+        on_change=pixels_changed,
+        args=(toggle_key, threshold_key),
+        help="Each image's pixels are lined up with its nearest images' (down to cosine 0.4): "
+        "an edit that only degrades a picture moves the copy-detection model more than its "
+        f"pixels. About 5 ms a pair; on by default up to {PIXEL_LIMIT:,} images.",
+    )
+    if not on:
+        return None
+    choices = st.columns(2)
+    mirrors = choices[0].checkbox(
+        "Mirror images are duplicates",
+        value=True,
+        key=f"{prefix}_mirrors",
+        on_change=reset_paging,
+        help="A mirrored copy is a copy; but a 'p' and a 'q', or a left and a right arrow, "
+        "are mirror images too. Untick to keep mirror images apart.",
+    )
+    recoloured = choices[1].checkbox(
+        "Pictures that differ only in colour are duplicates",
+        value=False,
+        key=f"{prefix}_recoloured",
+        on_change=reset_paging,
+        help="Another skin tone or a heart of another colour: by default a different work. "
+        "Tick to count recoloured pictures (and colour-shifted copies) as duplicates.",
+    )
+    return PixelCheck(mirrors=mirrors, same_colours=not recoloured)
+
+
+def threshold_default(toggle_key: str) -> float:
     """The cosine that makes a duplicate on its own: higher when pixels are checked
     (they find the edited copies; the cosine then only adds near-identical pictures)."""
-    return PIXELS_COSINE if st.session_state.get("dup_pixels") else DEFAULT_DUPLICATE_THRESHOLD
+    return PIXELS_COSINE if st.session_state.get(toggle_key) else DEFAULT_DUPLICATE_THRESHOLD
 
 
-def pixels_changed() -> None:
-    st.session_state["dup_threshold"] = threshold_default()
+def pixels_changed(toggle_key: str, threshold_key: str) -> None:
+    st.session_state[threshold_key] = threshold_default(toggle_key)
     reset_paging()
 
 
@@ -307,12 +317,23 @@ def against(path: str) -> None:
         format_func=lambda p: Path(p).name,
         key="dup_other",
     )
+    pixels = pixel_controls(cached_index(path, manifest_mtime(path)).count, "dup_against",
+                            "dup_against_threshold")  # fmt: skip
     threshold = threshold_slider(controls[1], "dup_against_threshold")
     k = neighbours_input(controls[2], "dup_against_k")
     try:
+        callback, bar = streamlit_progress(f"Searching {Path(other).name}")
         report = cached_contamination(
-            path, manifest_mtime(path), other, manifest_mtime(other), threshold, k
+            path,
+            manifest_mtime(path),
+            other,
+            manifest_mtime(other),
+            threshold,
+            k,
+            pixels,
+            progress=callback,
         )
+        bar.empty()
     except EmbedderMismatch as exc:
         st.error(f"These two indexes cannot be compared. {exc}", icon=":material/block:")
         return
@@ -332,7 +353,7 @@ def show_contamination(
     if not report.matches:
         st.success(
             f"None of the {report.n_images:,} images of {name} is in {other_name} at cosine "
-            f"≥ {threshold:.2f}."
+            f"≥ {threshold:.2f}" + (" or with pixels that line up." if report.pixels else ".")
         )
         return
     st.download_button(
@@ -352,6 +373,7 @@ def show_contamination(
                 f"in {other_name}": Path(m.other_path).name,
                 "other id": m.other_id,
                 "cosine": round(m.cosine, 4),
+                "why": m.reason or f"cosine at or above {threshold:.2f}",
             }
             for m in report.matches[:1000]
         ],
@@ -374,7 +396,8 @@ def show_contamination(
         # the pair at one height, whatever the pictures' shapes
         st.image(
             pair_strip(thumbs[0], thumbs[1], THUMB),
-            caption=f"{labels[0]} ↔ {labels[1]} · cosine {m.cosine:.3f}",
+            caption=f"{labels[0]} ↔ {labels[1]} · cosine {m.cosine:.3f}"
+            + (f" · {m.reason}" if m.reason else ""),
         )
 
 

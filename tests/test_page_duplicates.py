@@ -44,6 +44,7 @@ def page(index_path: Path, *, pixels: bool = False) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.session_state["index_path"] = str(index_path)
     at.session_state["dup_pixels"] = pixels
+    at.session_state["dup_against_pixels"] = pixels
     return at.run()
 
 
@@ -188,11 +189,13 @@ def two_indexes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def against_page(root: Path, monkeypatch: pytest.MonkeyPatch, other: str) -> AppTest:
+def against_page(
+    root: Path, monkeypatch: pytest.MonkeyPatch, other: str, *, pixels: bool = False
+) -> AppTest:
     config = root / "replica.toml"
     config.write_text(f'index_root = "{root / "indexes"}"\nimage_roots = ["{root}"]\n')
     monkeypatch.setenv("REPLICA_CONFIG", str(config))
-    at = page(root / "indexes" / "test")
+    at = page(root / "indexes" / "test", pixels=pixels)
     at.radio(key="dup_mode").set_value("This index's images in another index").run()
     assert not at.exception
     assert sorted(Path(o).name for o in at.selectbox(key="dup_other").options) == [
@@ -230,3 +233,14 @@ def test_an_index_of_another_embedder_is_refused(
     assert not at.exception
     assert "cannot be compared" in at.error[0].value and "'pixels'" in at.error[0].value
     assert not at.get("download_button")
+
+
+def test_test_images_found_by_their_pixels_say_why(
+    two_indexes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = against_page(two_indexes, monkeypatch, "train", pixels=True)
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images of test found"] == "2"
+    (table,) = at.dataframe
+    assert all("alignment" in why or "cosine" in why for why in table.value["why"])
