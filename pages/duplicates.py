@@ -48,6 +48,9 @@ SHOWN_PAIRS = 12
 # Images drawn per cluster (the rest are counted).
 MAX_MEMBERS = 8
 THUMB = 110
+# The pixel check is on by default up to this many images (the page waits for it; the
+# command line's `--pixels auto` goes to lib.duplicates.PIXEL_LIMIT).
+PAGE_PIXEL_LIMIT = 2000
 # Warn when more than this share of the index would be removed.
 LARGE_SHARE = 0.2
 KEEP_LABELS = {
@@ -222,7 +225,7 @@ def pixel_controls(count: int, prefix: str, threshold_key: str) -> PixelCheck | 
     with pixels checked the cosine alone adds only near-identical pictures."""
     toggle_key = f"{prefix}_pixels"
     if toggle_key not in st.session_state:
-        st.session_state[toggle_key] = count <= PIXEL_LIMIT
+        st.session_state[toggle_key] = count <= PAGE_PIXEL_LIMIT
     if threshold_key not in st.session_state:
         st.session_state[threshold_key] = threshold_default(toggle_key)
     on = st.toggle(
@@ -232,7 +235,9 @@ def pixel_controls(count: int, prefix: str, threshold_key: str) -> PixelCheck | 
         args=(toggle_key, threshold_key),
         help="Each image's pixels are lined up with its nearest images' (down to cosine 0.4): "
         "an edit that only degrades a picture moves the copy-detection model more than its "
-        f"pixels. About 5 ms a pair; on by default up to {PIXEL_LIMIT:,} images.",
+        f"pixels. About 5 ms a pair, 2 to 8 pairs an image (look-alike collections the "
+        f"most: about 2 minutes for 4,000 emoji); on by default up to {PAGE_PIXEL_LIMIT:,} "
+        f"images here, {PIXEL_LIMIT:,} on the command line.",
     )
     if not on:
         return None
