@@ -8,14 +8,18 @@ from pathlib import PurePath
 from lib.evidence.document import PAPER, Document, verdict_words
 from lib.evidence.finding import Finding
 from lib.evidence.scan_record import RATE_MEANINGS, ScanRecord
+from lib.results import percentile_words
 
 Rows = list[tuple[str, str]]
 
 
-def _percentile(value: float | None) -> str:
+def _percentile(verdict: str, value: float | None) -> str:
+    """Where the evidence sits among unrelated images, framed as the verdict's sentence
+    frames it (:func:`lib.results.percentile_words`: never more evidence than the verdict)."""
     if value is None:
         return "not measured (the index is too small to calibrate)"
-    return f"{value:.1f}% of unrelated images of this collection have weaker evidence of copying"
+    return percentile_words(verdict, value).replace("unrelated images", "unrelated images of "
+                                                    "this collection")  # fmt: skip
 
 
 def summary_line(finding: Finding) -> str:
@@ -44,7 +48,7 @@ def score_rows(finding: Finding) -> Rows:
             f"{m.calibrated:+.4f} (how far the match stands above this image's other close "
             f"matches; copy at {float(r.get('copy_threshold', 0.0)):+.4f} or more)",
         ),
-        ("Among unrelated images", _percentile(m.null_percentile)),
+        ("Among unrelated images", _percentile(m.verdict, m.null_percentile)),
         (
             "Operating point",
             f"{finding.settings['false_alarm_rate'] * 100:g}% of unrelated images flagged",
