@@ -539,6 +539,15 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     )
     if pixels is None and args.pixels == "auto":
         print(f"pixels not checked: more than {PIXEL_LIMIT:,} images (--pixels on checks them)")
+    if report.removable_share > 0.2:
+        print(
+            f"warning: this would remove {report.n_removable:,} of {report.n_images:,} images "
+            f"({report.removable_share:.0%}). That many is unusual: look-alike works (skin "
+            "tones of small faces, variants drawn on one template) may be linked; look at the "
+            "clusters before removing anything"
+            + (", or try --threshold higher / --pixels off" if pixels else ", or raise --threshold"),
+            file=sys.stderr,
+        )
     if report.n_unassigned:
         print(f"{report.n_unassigned} linked only through others: not proposed for removal")
     if report.n_chained:
