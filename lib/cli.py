@@ -545,7 +545,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
             f"({report.removable_share:.0%}). That many is unusual: look-alike works (skin "
             "tones of small faces, variants drawn on one template) may be linked; look at the "
             "clusters before removing anything"
-            + (", or try --threshold higher / --pixels off" if pixels else ", or raise --threshold"),
+            + (", or try --pixels off" if pixels else ", or raise --threshold"),
             file=sys.stderr,
         )
     if report.n_unassigned:

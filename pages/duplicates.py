@@ -235,9 +235,10 @@ def pixel_controls(count: int, prefix: str, threshold_key: str) -> PixelCheck | 
         args=(toggle_key, threshold_key),
         help="Each image's pixels are lined up with its nearest images' (down to cosine 0.4): "
         "an edit that only degrades a picture moves the copy-detection model more than its "
-        f"pixels. About 5 ms a pair, 2 to 8 pairs an image (look-alike collections the "
-        f"most: 149 s for the 3,918 emoji of the default index); on by default up to {PAGE_PIXEL_LIMIT:,} "
-        f"images here, {PIXEL_LIMIT:,} on the command line.",
+        "pixels. About 5 ms a pair, 2 to 8 pairs an image (look-alike collections the most: "
+        "149 s for the 3,918 emoji of the default index, where it also links skin-tone "
+        f"variants of small faces); on by default up to {PAGE_PIXEL_LIMIT:,} images here, "
+        f"{PIXEL_LIMIT:,} on the command line.",
     )
     if not on:
         return None
