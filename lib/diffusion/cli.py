@@ -188,6 +188,61 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_memorization(args: argparse.Namespace) -> int:
+    """``memorization MODEL``: memorized generations found without the training set
+    (:mod:`lib.diffusion.memorization`); for a bundled model, also how the flag agrees
+    with the training-set verdict."""
+    from lib.diffusion.export import is_model, read_manifest
+    from lib.diffusion.memorization import agreement, check_memorization
+    from lib.diffusion.pipelines import BundledModel
+    from lib.diffusion.sample import sample
+    from lib.diffusion.study import reference_at_size, training_subset_index
+    from lib.embedders import create_embedder
+    from lib.images import list_image_files, load_image
+
+    if args.samples < 2:
+        raise UsageError("--samples must be at least 2")
+    if not is_model(args.model):
+        raise FileNotFoundError(f"{args.model} is not a Replica model folder (data/models/NAME)")
+    manifest = read_manifest(args.model)
+    embedder = create_embedder(args.embedder)
+    with _progress(args, "sampling", "step") as progress:
+        generations = sample(
+            args.model, args.samples, steps=args.steps, seed=args.seed, progress=progress
+        )
+    heldout_dir = reference_at_size(args.heldout, manifest.image_size)
+    heldout = [load_image(p).image for p in list_image_files(heldout_dir)]
+    report = check_memorization(generations, embedder, heldout)
+    train_files = manifest.train_paths()
+    if train_files and all(p.is_file() for p in train_files):
+        from lib.search import search_images
+
+        model = BundledModel(name=manifest.name, path=Path(args.model), manifest=manifest)
+        with _progress(args, "indexing the training images", "img") as progress:
+            index = training_subset_index(model, embedder, progress=progress)
+        results = search_images(
+            index, [(str(i), g) for i, g in enumerate(generations)], embedder=embedder, top_k=1
+        )
+        report.agreement = agreement(report.flagged, [r.verdict for r in results])
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(report.sentence())
+    for number, group in enumerate(report.groups, start=1):
+        seeds = ", ".join(str(args.seed + i) for i in group)
+        print(f"  group {number}: {len(group)} generations, seeds {seeds}")
+    if report.agreement:
+        a = report.agreement
+        precision = "-" if a["precision"] is None else f"{a['precision']:.0%}"
+        recall = "-" if a["recall"] is None else f"{a['recall']:.0%}"
+        print(
+            f"against the training set ({manifest.n_train} images): {a['copies']} of "
+            f"{report.n} generations are copies; of the {a['flagged']} flagged, {a['both']} "
+            f"are (precision {precision}); recall {recall}"
+        )
+    return 0
+
+
 def format_table(rows: list[Any]) -> str:
     """The paper-style table: generations against held-out real images, per model."""
     head = (
@@ -302,6 +357,23 @@ def register(sub: Any) -> None:
     smp.add_argument("--prompt", help="for a text-to-image pipeline")
     smp.add_argument("--device")
     smp.set_defaults(func=cmd_sample)
+
+    mem = sub.add_parser(
+        "memorization",
+        help="memorized generations found without the training set (many seeds, one picture)",
+    )
+    mem.add_argument("model", help="data/models/NAME")
+    mem.add_argument("--samples", type=int, default=64)
+    mem.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    mem.add_argument("--seed", type=int, default=0, help="generation i starts from seed + i")
+    mem.add_argument("--embedder", default="sscd")
+    mem.add_argument(
+        "--heldout",
+        default=str(DEFAULT_HELDOUT),
+        help="real pictures of the same kind, different works: they calibrate 'near-identical'",
+    )
+    mem.add_argument("--json", action="store_true")
+    mem.set_defaults(func=cmd_memorization)
 
     study = sub.add_parser("study", help="replication against training-set size, per model")
     study.add_argument("--models", default=models_default)
