@@ -7,18 +7,22 @@ import uuid
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
 from lib.allowed_paths import OUTSIDE_REASON, app_roots, resolve_inside
 from lib.app_config import load_config
+from lib.diffusion.memorization import check_model
 from lib.diffusion.pipelines import (
     DEFAULT_MODELS_ROOT,
     ONLY_BUNDLED,
+    BundledModel,
     bundled_models,
     generate,
     load_pipeline,
 )
 from lib.diffusion.sample import load_model, sample
-from lib.diffusion.study import training_subset_index
+from lib.diffusion.study import DEFAULT_HELDOUT, training_subset_index
+from lib.embedders import Embedder, create_embedder
 from lib.search import QueryResult, ordered_pair, search_files
 from lib.st_cache import cached_query_thumbnail, cached_thumbnail
 from pages.case_ui import add_files_to_case
@@ -39,6 +43,69 @@ from pages.common import (
 )
 
 OWN_SUBSET = "this model's own training images, at its size (as the study does)"
+# st.session_state: the last memorization check (model name, samples, report, images).
+MEMORIZATION_KEY = "memorization_report"
+
+
+@st.cache_resource(show_spinner=False)
+def sscd() -> Embedder:
+    """The paper's copy detector, loaded once per process."""
+    return create_embedder("sscd")
+
+
+def memorization_section(model: BundledModel) -> None:
+    """Memorized generations found without the training set (lib.diffusion.memorization):
+    many seeds, one picture. For a bundled model, also how the flag agrees with the
+    training-set verdict."""
+    with st.expander("Does this model memorize? Check it without its training set"):
+        st.caption(
+            "An artist rarely has a model's training set. A model that memorized a picture "
+            "draws it again from other seeds, so each generation with a near-identical twin "
+            "among the others is flagged. Near-identical is measured against pairs of "
+            "different real pictures of this kind, and the page says how often those pass."
+        )
+        n = int(st.select_slider("Samples", [16, 32, 64, 128], value=64, key="memorization_n"))
+        if st.button("Check for memorized generations", key="memorization_run"):
+            bar = st.progress(0.0, text="Sampling")
+            try:
+                report, images = check_model(
+                    model.path,
+                    n,
+                    embedder=sscd(),
+                    heldout_dir=DEFAULT_HELDOUT,
+                    progress=staged_progress(bar, "Sampling, then checking", 0.0, 1.0),
+                )
+            except (ValueError, OSError, RuntimeError) as exc:
+                bar.empty()
+                show_error("The check could not run", exc, "Check that `make setup` ran.")
+                return
+            bar.empty()
+            st.session_state[MEMORIZATION_KEY] = (model.name, n, report, images)
+        stored = st.session_state.get(MEMORIZATION_KEY)
+        if not stored or stored[0] != model.name:
+            return
+        _, n, report, images = stored
+        badge = "orange" if report.groups else "grey"
+        st.markdown(
+            f":{badge}-badge[{sum(report.flagged)} of {report.n} flagged] {report.sentence()}"
+        )
+        if report.agreement:
+            a = report.agreement
+            cols = st.columns(3)
+            cols[0].metric("Copies by the training-set verdict", f"{a['copies']} of {report.n}")
+            cols[1].metric(
+                "Flagged that are copies (precision)",
+                "-" if a["precision"] is None else f"{a['precision']:.0%}",
+            )
+            cols[2].metric(
+                "Copies flagged (recall)", "-" if a["recall"] is None else f"{a['recall']:.0%}"
+            )
+        for number, group in enumerate(report.groups[:6], start=1):
+            st.caption(f"Group {number}: seeds {', '.join(str(i) for i in group)}")
+            cols = st.columns(min(len(group), 8))
+            for col, i in zip(cols, group[:8], strict=False):
+                col.image(images[i].resize((96, 96), Image.Resampling.NEAREST), caption=f"seed {i}")
+
 
 st.header("Generate: make images and check them against the training set")
 index = current_index()
@@ -75,6 +142,7 @@ if source == "a bundled model":
             help="A 32 px generation compares fairly only with training images brought to "
             "32 px too; the sidebar index holds the full-size renders of every emoji.",
         )
+        memorization_section(picked)
 else:
     st.caption(ONLY_BUNDLED + " unless you give a pipeline folder saved with save_pretrained.")
     folder = st.text_input("Pipeline folder (inside an allowed root)", key="generate_pipeline")

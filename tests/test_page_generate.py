@@ -230,3 +230,25 @@ def test_measure_this_batch_asks_distributions_to_measure(
     at.button(key="generate_to_distributions").click().run()
     # Distributions reads this flag and measures the batch at once (tested there)
     assert at.session_state["measure_batch_now"] is True
+
+
+def test_the_memorization_check_runs_without_the_training_set(
+    workspace: tuple[Path, Path],
+) -> None:
+    from lib.diffusion.pipelines import DEFAULT_MODELS_ROOT, bundled_models
+
+    index, _ = workspace
+    model = bundled_models(DEFAULT_MODELS_ROOT)[0]
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.session_state["index_path"] = str(index)
+    at.run()
+    at.select_slider(key="memorization_n").set_value(16).run()
+    at.button(key="memorization_run").click().run()
+    assert not at.exception, at.exception
+    stated = next(m.value for m in at.markdown if "flagged]" in m.value)
+    report = at.session_state["memorization_report"][2]
+    assert f"{sum(report.flagged)} of 16 flagged" in stated
+    assert "pass for near-identical" in stated, "the measured false-alarm rate is stated"
+    labels = {m.label for m in at.metric}
+    assert "Copies flagged (recall)" in labels, "the model's training images are here"
+    assert report.agreement["copies"] <= 16 and model.manifest.n_train > 0

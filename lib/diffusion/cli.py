@@ -192,38 +192,21 @@ def cmd_memorization(args: argparse.Namespace) -> int:
     """``memorization MODEL``: memorized generations found without the training set
     (:mod:`lib.diffusion.memorization`); for a bundled model, also how the flag agrees
     with the training-set verdict."""
-    from lib.diffusion.export import is_model, read_manifest
-    from lib.diffusion.memorization import agreement, check_memorization
-    from lib.diffusion.pipelines import BundledModel
-    from lib.diffusion.sample import sample
-    from lib.diffusion.study import reference_at_size, training_subset_index
+    from lib.diffusion.memorization import check_model
     from lib.embedders import create_embedder
-    from lib.images import list_image_files, load_image
 
     if args.samples < 2:
         raise UsageError("--samples must be at least 2")
-    if not is_model(args.model):
-        raise FileNotFoundError(f"{args.model} is not a Replica model folder (data/models/NAME)")
-    manifest = read_manifest(args.model)
-    embedder = create_embedder(args.embedder)
     with _progress(args, "sampling", "step") as progress:
-        generations = sample(
-            args.model, args.samples, steps=args.steps, seed=args.seed, progress=progress
+        report, _ = check_model(
+            args.model,
+            args.samples,
+            embedder=create_embedder(args.embedder),
+            heldout_dir=args.heldout,
+            steps=args.steps,
+            seed=args.seed,
+            progress=progress,
         )
-    heldout_dir = reference_at_size(args.heldout, manifest.image_size)
-    heldout = [load_image(p).image for p in list_image_files(heldout_dir)]
-    report = check_memorization(generations, embedder, heldout)
-    train_files = manifest.train_paths()
-    if train_files and all(p.is_file() for p in train_files):
-        from lib.search import search_images
-
-        model = BundledModel(name=manifest.name, path=Path(args.model), manifest=manifest)
-        with _progress(args, "indexing the training images", "img") as progress:
-            index = training_subset_index(model, embedder, progress=progress)
-        results = search_images(
-            index, [(str(i), g) for i, g in enumerate(generations)], embedder=embedder, top_k=1
-        )
-        report.agreement = agreement(report.flagged, [r.verdict for r in results])
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
@@ -236,7 +219,7 @@ def cmd_memorization(args: argparse.Namespace) -> int:
         precision = "-" if a["precision"] is None else f"{a['precision']:.0%}"
         recall = "-" if a["recall"] is None else f"{a['recall']:.0%}"
         print(
-            f"against the training set ({manifest.n_train} images): {a['copies']} of "
+            f"against the model's training images: {a['copies']} of "
             f"{report.n} generations are copies; of the {a['flagged']} flagged, {a['both']} "
             f"are (precision {precision}); recall {recall}"
         )

@@ -34,14 +34,18 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from lib.embedders import Embedder
+from lib.progress import ProgressCallback
+from lib.progress import report as report_progress
 
 TILES = 4
 """Tiles per side for :func:`tiled_distance` (the paper: 16 tiles)."""
@@ -260,3 +264,50 @@ def agreement(flagged: Sequence[bool], verdicts: Sequence[str]) -> dict[str, Any
         "precision": round(tp / (tp + fp), 4) if tp + fp else None,
         "recall": round(tp / (tp + fn), 4) if tp + fn else None,
     }
+
+
+def check_model(
+    model_dir: str | os.PathLike[str],
+    n: int,
+    *,
+    embedder: Embedder,
+    heldout_dir: str | os.PathLike[str],
+    steps: int = 50,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+) -> tuple[MemorizationReport, list[Image.Image]]:
+    """:func:`check_memorization` of ``n`` samples of a bundled model (seeds ``seed`` ..
+    ``seed + n - 1``), calibrated on ``heldout_dir`` brought to the model's size; when the
+    model's training images are here, with :attr:`MemorizationReport.agreement` against
+    the training-set verdict (its study index, built on first use). Returns the report and
+    the generations.
+
+    Raises:
+        FileNotFoundError: not a model folder, or no held-out image. ValueError: as
+            :func:`check_memorization`.
+    """
+    from lib.diffusion.export import is_model, read_manifest
+    from lib.diffusion.pipelines import BundledModel
+    from lib.diffusion.sample import sample
+    from lib.diffusion.study import reference_at_size, training_subset_index
+    from lib.images import list_image_files, load_image
+
+    if not is_model(model_dir):
+        raise FileNotFoundError(f"{model_dir} is not a Replica model folder (data/models/NAME)")
+    manifest = read_manifest(model_dir)
+    generations = sample(model_dir, n, steps=steps, seed=seed, progress=progress)
+    report_progress(progress, 0, 0, "calibrating on the held-out pictures")
+    heldout_at_size = reference_at_size(heldout_dir, manifest.image_size)
+    heldout = [load_image(p).image for p in list_image_files(heldout_at_size)]
+    report = check_memorization(generations, embedder, heldout)
+    train_files = manifest.train_paths()
+    if train_files and all(p.is_file() for p in train_files):
+        from lib.search import search_images
+
+        report_progress(progress, 0, 0, "searching the model's training images")
+        model = BundledModel(name=manifest.name, path=Path(model_dir), manifest=manifest)
+        index = training_subset_index(model, embedder)
+        labelled = [(str(i), g) for i, g in enumerate(generations)]
+        results = search_images(index, labelled, embedder=embedder, top_k=1)
+        report.agreement = agreement(report.flagged, [r.verdict for r in results])
+    return report, generations
