@@ -348,3 +348,32 @@ def test_fashion_mnist_subsets_are_nested_and_train_records_dataset_and_threads(
     assert manifest.train_ids == [p.stem for p in small]
     assert manifest.threads == 1 and manifest.steps == 2
     assert "Fashion-MNIST" in manifest.licence_note
+
+
+def test_two_trainings_can_export_fashion_mnist_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `train --dataset fashion-mnist` runs started together both write the split's
+    PNGs into one folder: each must rename its own temporary files (one run failed with
+    "No such file or directory: .00784-sandal.png.tmp" when they shared the names)."""
+    import multiprocessing
+
+    import lib.datasets
+    from lib.diffusion.data import write_fashion_mnist
+
+    n = 3000
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    monkeypatch.setattr(lib.datasets, "load_fashion_mnist", lambda split: (images, labels))
+    monkeypatch.setitem(lib.diffusion.data.FASHION_SPLIT_FILES, "train", n)
+    out = tmp_path / "train"
+    context = multiprocessing.get_context("fork")  # the patches above go with the children
+    workers = [context.Process(target=write_fashion_mnist, args=(out,)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert len(list(out.glob("*.png"))) == n
+    assert not list(out.glob(".*.tmp")), "no temporary file is left"

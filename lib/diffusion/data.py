@@ -114,8 +114,9 @@ FASHION_SPLIT_FILES = {"train": 60_000, "test": 10_000}
 def write_fashion_mnist(folder: str | os.PathLike[str], split: str = "train") -> list[Path]:
     """Write one Fashion-MNIST split as grey 28 x 28 PNGs named ``NNNNN-CLASS.png`` (row
     number in the split, class name) into ``folder``, once: a complete folder is reused.
-    Files are written under temporary names and renamed, so a killed export never leaves
-    a truncated PNG that a later run would read.
+    Files are written under temporary names (one per process) and renamed, so a killed
+    export never leaves a truncated PNG that a later run would read, and two exports at
+    once (two trainings started together) do not take each other's files.
 
     Returns the files in split order.
 
@@ -139,8 +140,8 @@ def write_fashion_mnist(folder: str | os.PathLike[str], split: str = "train") ->
     for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         name = FASHION_MNIST_CLASSES[int(label)].lower().replace("/", "-").replace(" ", "-")
         path = out / f"{i:05d}-{name}.png"
-        if not path.is_file():
-            tmp = path.with_name(f".{path.name}.tmp")
+        if not path.is_file():  # two exports at once (two trainings) each rename their own
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             Image.fromarray(pixels, mode="L").save(tmp, format="PNG")
             os.replace(tmp, path)
         files.append(path)
