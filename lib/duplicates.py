@@ -271,6 +271,14 @@ class PixelCheck:
     colours differ by at most :data:`COLOUR_LIMIT` on average."""
 
 
+def pair_reason(cosine: float, alignment: float, how: int) -> str:
+    """Why a pair is proposed, in words with its number: :data:`REASONS` ``how`` (0: the
+    cosine decided, else the way the pixels line up, with the alignment)."""
+    if how == 0:
+        return f"{REASONS[0]} (cosine {cosine:.3f})"
+    return f"{REASONS[how]} (alignment {alignment:.3f})"
+
+
 @dataclass(frozen=True)
 class DuplicatePairs:
     """Near-duplicate pairs as arrays (20 bytes a pair, so millions fit): ``a`` and ``b``
@@ -286,9 +294,9 @@ class DuplicatePairs:
 
     def reason(self, i: int) -> str:
         """Why pair ``i`` is proposed, in words with its number."""
-        if self.how is None or self.alignment is None or int(self.how[i]) == 0:
-            return f"{REASONS[0]} (cosine {float(self.similarity[i]):.3f})"
-        return f"{REASONS[int(self.how[i])]} (alignment {float(self.alignment[i]):.3f})"
+        if self.how is None or self.alignment is None:
+            return pair_reason(float(self.similarity[i]), float("nan"), 0)
+        return pair_reason(float(self.similarity[i]), float(self.alignment[i]), int(self.how[i]))
 
     def __len__(self) -> int:
         return len(self.a)
@@ -778,10 +786,7 @@ def _verified_matches(
         verdict = judge_pair(one, two, cosine, threshold, check)
         if verdict is not None:
             keep.append(i)
-            pair = DuplicatePairs(np.zeros(1), np.zeros(1), np.array([cosine], np.float32),
-                                  np.array([verdict[0]], np.float32),
-                                  np.array([verdict[1]], np.int8))  # fmt: skip
-            reasons.append(pair.reason(0))
+            reasons.append(pair_reason(cosine, *verdict))
         if i % 256 == 0:
             report(progress, i + 1, len(rows), "checking pixels")
     kept = np.array(keep, dtype=np.int64)

@@ -814,7 +814,7 @@ def record_copy_tests(
         calibration = replace(stored, copy_tests=tests, copy_tests_rows=index.count)
         index.manifest.calibration = calibration.to_dict()
         commit_manifest(index.path, index.manifest)
-    index.calibration = replace(index.calibration, copy_tests=tests, copy_tests_rows=index.count)
+    index.calibration = calibration  # opened without a refit: the stored one, tests added
     return index
 
 
